@@ -1,0 +1,359 @@
+//! Subcommands and their output. Commands write to an injected writer so they are testable.
+
+use crate::config::Config;
+use crate::desired::{self, DirTree, HostFacts};
+use crate::state::State;
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// tend: pull-based GitOps for hosts without Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "tend", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, default_value = crate::config::DEFAULT_PATH, env = "TEND_CONFIG")]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: fetch, reconcile, and keep the host there.
+    Run {
+        /// One cycle, then exit (non-zero if anything went wrong).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Show what tend is doing and why.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a repository tree offline (for CI before merge); exits non-zero on errors.
+    Validate {
+        /// The repository checkout (or a single layer directory).
+        dir: PathBuf,
+        /// Host name for `{name}` in layers (default: from the config if readable, else ".").
+        #[arg(long)]
+        host: Option<String>,
+        /// Layers to check, in order (default: the config's, or "." when no config is readable).
+        #[arg(long = "layer")]
+        layers: Vec<String>,
+    },
+}
+
+/// `tend validate`: load the desired state from a directory; print the services or the error.
+pub fn validate(
+    cfg: Option<&Config>,
+    dir: PathBuf,
+    host: Option<String>,
+    layers: Vec<String>,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let name = host
+        .or_else(|| cfg.map(|c| c.host.name.clone()))
+        .unwrap_or_else(|| "localhost".into());
+    let layers = if !layers.is_empty() {
+        layers
+            .into_iter()
+            .map(|l| l.replace("{name}", &name))
+            .collect()
+    } else if let Some(c) = cfg {
+        c.host.layers.clone()
+    } else {
+        vec![".".to_owned()]
+    };
+    let facts = HostFacts {
+        name,
+        project: cfg
+            .map(|c| c.host.project.clone())
+            .unwrap_or_else(|| "tend".into()),
+    };
+    let d = desired::load(&DirTree(dir), &layers, &facts).map_err(|e| e.to_string())?;
+    for w in &d.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    let _ = writeln!(
+        out,
+        "ok: project {} with {} service(s): {}",
+        d.project,
+        d.services.len(),
+        d.start_order.join(", ")
+    );
+    Ok(())
+}
+
+/// A duration in seconds as "5s", "3m", "2h", "4d".
+pub fn ago(secs: i64) -> String {
+    let s = secs.max(0);
+    if s < 120 {
+        format!("{s}s")
+    } else if s < 7200 {
+        format!("{}m", s / 60)
+    } else if s < 172_800 {
+        format!("{}h", s / 3600)
+    } else {
+        format!("{}d", s / 86_400)
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(7)]
+}
+
+/// The one screen an operator needs.
+pub fn render_status(
+    state: &State,
+    now: i64,
+    daemon_note: Option<&str>,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "tend on {}",
+        if state.host.is_empty() {
+            "?"
+        } else {
+            &state.host
+        }
+    )?;
+    if let Some(note) = daemon_note {
+        writeln!(out, "  note: {note}")?;
+    }
+    let src = &state.source;
+    writeln!(out, "source    {} (branch {})", src.url, src.branch)?;
+    match (src.last_attempt, src.last_success) {
+        (None, _) => writeln!(out, "  fetch   never attempted")?,
+        (Some(_), Some(ok)) if src.last_error.is_none() => writeln!(
+            out,
+            "  fetch   ok {} ago, remote tip {}",
+            ago(now - ok),
+            src.remote_tip.as_deref().map(short).unwrap_or("?")
+        )?,
+        (Some(at), last_ok) => {
+            writeln!(
+                out,
+                "  fetch   FAILED {} ago: {}",
+                ago(now - at),
+                src.last_error.as_deref().unwrap_or("unknown error")
+            )?;
+            match last_ok {
+                Some(ok) => writeln!(out, "          last success {} ago", ago(now - ok))?,
+                None => writeln!(out, "          never succeeded")?,
+            }
+        }
+    }
+    if let Some(next) = src.next_poll {
+        if next >= now {
+            writeln!(out, "  next    poll in {}", ago(next - now))?;
+        }
+    }
+    match &state.applied {
+        Some(a) => writeln!(
+            out,
+            "applied   {} \"{}\" (committed {} ago, applied {} ago)",
+            short(&a.commit.id),
+            a.commit.subject,
+            ago(now - a.commit.time),
+            ago(now - a.applied_at)
+        )?,
+        None => writeln!(out, "applied   nothing yet")?,
+    }
+    if let Some(r) = &state.refused {
+        writeln!(
+            out,
+            "REFUSED   {} \"{}\" since {} ago ({}): {}",
+            short(&r.commit.id),
+            r.commit.subject,
+            ago(now - r.since),
+            r.step,
+            r.reason
+        )?;
+        if state.applied.is_some() {
+            writeln!(out, "          the applied revision above keeps running")?;
+        }
+    }
+    if state.containers.is_empty() {
+        writeln!(out, "containers: none")?;
+    } else {
+        writeln!(out, "containers:")?;
+        let rows: Vec<[String; 5]> = state
+            .containers
+            .iter()
+            .map(|c| {
+                [
+                    c.service.clone(),
+                    c.state.clone(),
+                    c.name.clone(),
+                    c.image.clone(),
+                    c.status.clone(),
+                ]
+            })
+            .collect();
+        table(
+            out,
+            &["SERVICE", "STATE", "CONTAINER", "IMAGE", "STATUS"],
+            &rows,
+        )?;
+    }
+    for w in &state.warnings {
+        writeln!(out, "warning   {w}")?;
+    }
+    match &state.last_error {
+        Some(e) => writeln!(
+            out,
+            "last error {} ago in {}: {}",
+            ago(now - e.at),
+            e.step,
+            e.message
+        )?,
+        None => {
+            if let Some(c) = state.last_cycle {
+                writeln!(out, "last cycle {} ago: ok", ago(now - c))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn table(out: &mut dyn Write, header: &[&str], rows: &[[String; 5]]) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let mut s = String::from("  ");
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_owned()
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for r in rows {
+        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::CommitInfo;
+    use crate::state::{Applied, ContainerStatus, LastError, Refused, SourceStatus};
+
+    fn sample() -> State {
+        State {
+            version: 1,
+            host: "edge-017".into(),
+            source: SourceStatus {
+                url: "https://git.example/fleet.git".into(),
+                branch: "main".into(),
+                last_attempt: Some(990),
+                last_success: Some(990),
+                last_error: None,
+                remote_tip: Some("9f8e7d6c5b4a".into()),
+                next_poll: Some(1050),
+            },
+            applied: Some(Applied {
+                commit: CommitInfo {
+                    id: "1a2b3c4d5e6f".into(),
+                    subject: "web: nginx 1.27".into(),
+                    time: 400,
+                },
+                applied_at: 700,
+            }),
+            refused: Some(Refused {
+                commit: CommitInfo {
+                    id: "9f8e7d6c5b4a".into(),
+                    subject: "oops".into(),
+                    time: 900,
+                },
+                step: "load".into(),
+                reason: "compose.yaml:3: service \"web\": key \"build\": not supported".into(),
+                since: 950,
+            }),
+            last_error: Some(LastError {
+                at: 990,
+                step: "load".into(),
+                message: "commit 9f8e7d6 refused".into(),
+            }),
+            last_cycle: Some(990),
+            containers: vec![ContainerStatus {
+                service: "web".into(),
+                name: "tend-web-1".into(),
+                id: "abc".into(),
+                state: "running".into(),
+                status: "Up 5 minutes".into(),
+                image: "nginx:1.27".into(),
+            }],
+            ..State::default()
+        }
+    }
+
+    #[test]
+    fn status_snapshot() {
+        let mut out = Vec::new();
+        render_status(&sample(), 1000, None, &mut out).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        let want = "\
+tend on edge-017
+source    https://git.example/fleet.git (branch main)
+  fetch   ok 10s ago, remote tip 9f8e7d6
+  next    poll in 50s
+applied   1a2b3c4 \"web: nginx 1.27\" (committed 10m ago, applied 5m ago)
+REFUSED   9f8e7d6 \"oops\" since 50s ago (load): compose.yaml:3: service \"web\": key \"build\": not supported
+          the applied revision above keeps running
+containers:
+  SERVICE  STATE    CONTAINER   IMAGE       STATUS
+  web      running  tend-web-1  nginx:1.27  Up 5 minutes
+last error 10s ago in load: commit 9f8e7d6 refused
+";
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn status_fresh_host_with_fetch_error() {
+        let mut s = State {
+            host: "h".into(),
+            ..State::default()
+        };
+        s.source.last_attempt = Some(5);
+        s.source.last_error = Some("fetch from x: connection refused".into());
+        let mut out = Vec::new();
+        render_status(
+            &s,
+            10,
+            Some("daemon not running; showing the state file"),
+            &mut out,
+        )
+        .expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(
+            text.contains("FAILED 5s ago: fetch from x: connection refused"),
+            "{text}"
+        );
+        assert!(text.contains("never succeeded"), "{text}");
+        assert!(text.contains("applied   nothing yet"), "{text}");
+        assert!(text.contains("note: daemon not running"), "{text}");
+    }
+
+    #[test]
+    fn ago_units() {
+        assert_eq!(ago(5), "5s");
+        assert_eq!(ago(300), "5m");
+        assert_eq!(ago(10_800), "3h");
+        assert_eq!(ago(400_000), "4d");
+        assert_eq!(ago(-3), "0s");
+    }
+}

@@ -1,0 +1,433 @@
+//! `/etc/tend/tend.toml`: parsing, defaults and validation. Read once at start.
+//!
+//! Every key is known: an unknown key or a bad value is an error that names the key, so a typo
+//! never silently turns a setting off.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the config lives unless `--config` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/tend/tend.toml";
+
+/// Errors reading or validating the config file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a value of the wrong type.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, which names the key and line.
+        message: String,
+    },
+    /// A value has the right type but is not acceptable.
+    #[error("config {path}: key `{key}`: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// Dotted key, e.g. `source.poll_interval`.
+        key: String,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from (for messages).
+    pub path: PathBuf,
+    /// Where desired state comes from.
+    pub source: Source,
+    /// What this host is and which layers it applies.
+    pub host: Host,
+    /// Where tend keeps its state and runtime files.
+    pub paths: Paths,
+    /// How changes are applied.
+    pub apply: Apply,
+    /// Docker engine connection.
+    pub docker: Docker,
+}
+
+/// `[source]`: the Git repository to follow.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// `https://`, `http://`, `ssh://`, `file://` URL or a local path.
+    pub url: String,
+    /// Branch to follow.
+    pub branch: String,
+    /// Time between polls.
+    pub poll_interval: Duration,
+    /// Private key for `ssh://` sources (a deploy key).
+    pub ssh_key: Option<PathBuf>,
+    /// Pinned known_hosts for `ssh://` sources.
+    pub known_hosts: Option<PathBuf>,
+}
+
+/// `[host]`: identity and layers.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Host name used in `{name}` substitution; defaults to the system hostname.
+    pub name: String,
+    /// Layer directories in apply order, `{name}` already substituted.
+    pub layers: Vec<String>,
+    /// Compose project name when the repo does not set `name:`.
+    pub project: String,
+}
+
+/// `[paths]`.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// Bare repository and `state.json`.
+    pub state: PathBuf,
+    /// Socket and decrypted secrets (tmpfs).
+    pub runtime: PathBuf,
+}
+
+/// `[apply]`.
+#[derive(Debug, Clone)]
+pub struct Apply {
+    /// How often the host is checked against the last good commit, offline too.
+    pub drift_interval: Duration,
+    /// How long to wait for an image pull or a container stop.
+    pub timeout: Duration,
+}
+
+/// `[docker]`.
+#[derive(Debug, Clone)]
+pub struct Docker {
+    /// Engine socket; `None` means the default (`DOCKER_HOST` or `/var/run/docker.sock`).
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    source: Option<RawSource>,
+    #[serde(default)]
+    host: RawHost,
+    #[serde(default)]
+    paths: RawPaths,
+    #[serde(default)]
+    apply: RawApply,
+    #[serde(default)]
+    docker: RawDocker,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    url: String,
+    branch: Option<String>,
+    poll_interval: Option<String>,
+    ssh_key: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: Option<String>,
+    layers: Option<Vec<String>>,
+    project: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPaths {
+    state: Option<PathBuf>,
+    runtime: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApply {
+    drift_interval: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDocker {
+    socket: Option<PathBuf>,
+}
+
+impl Config {
+    /// Read and validate the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text, &system_hostname())
+    }
+
+    /// Parse config text; `hostname` is the default for `host.name`.
+    pub fn parse(path: &Path, text: &str, hostname: &str) -> Result<Config, Error> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_owned(),
+            message: one_line(&e.to_string()),
+        })?;
+        let invalid = |key: &str, message: String| Error::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let source = raw
+            .source
+            .ok_or_else(|| invalid("source", "missing: set [source] url = \"...\"".into()))?;
+        if source.url.trim().is_empty() {
+            return Err(invalid("source.url", "must not be empty".into()));
+        }
+        let branch = source.branch.unwrap_or_else(|| "main".into());
+        if branch.is_empty()
+            || branch.contains("..")
+            || branch.starts_with('-')
+            || branch.contains(' ')
+        {
+            return Err(invalid(
+                "source.branch",
+                format!("{branch:?} is not a valid branch name"),
+            ));
+        }
+        let duration = |key: &str,
+                        value: Option<String>,
+                        default: Duration|
+         -> Result<Duration, Error> {
+            match value {
+                None => Ok(default),
+                Some(v) => {
+                    let d = humantime::parse_duration(&v).map_err(|e| {
+                        invalid(
+                            key,
+                            format!("{v:?} is not a duration ({e}); use e.g. \"60s\" or \"5m\""),
+                        )
+                    })?;
+                    if d.is_zero() {
+                        return Err(invalid(key, "must be greater than zero".into()));
+                    }
+                    Ok(d)
+                }
+            }
+        };
+        let poll_interval = duration(
+            "source.poll_interval",
+            source.poll_interval,
+            Duration::from_secs(60),
+        )?;
+        let drift_interval = duration(
+            "apply.drift_interval",
+            raw.apply.drift_interval,
+            Duration::from_secs(30),
+        )?;
+        let timeout = duration("apply.timeout", raw.apply.timeout, Duration::from_secs(300))?;
+
+        let name = raw.host.name.unwrap_or_else(|| hostname.to_owned());
+        if name.is_empty() || name.contains('/') {
+            return Err(invalid(
+                "host.name",
+                format!("{name:?} is not a valid host name"),
+            ));
+        }
+        let templates = raw.host.layers.unwrap_or_else(|| vec![".".into()]);
+        if templates.is_empty() {
+            return Err(invalid(
+                "host.layers",
+                "must list at least one layer directory".into(),
+            ));
+        }
+        let mut layers = Vec::with_capacity(templates.len());
+        for t in templates {
+            let layer = t.replace("{name}", &name);
+            let layer = layer.trim_matches('/').to_owned();
+            let layer = if layer.is_empty() {
+                ".".to_owned()
+            } else {
+                layer
+            };
+            if layer.split('/').any(|c| c == "..") || layer.contains('{') {
+                return Err(invalid(
+                    "host.layers",
+                    format!("{t:?}: layers are directories inside the repository; only {{name}} is substituted"),
+                ));
+            }
+            layers.push(layer);
+        }
+        let project = raw.host.project.unwrap_or_else(|| "tend".into());
+        if !valid_project_name(&project) {
+            return Err(invalid(
+                "host.project",
+                format!("{project:?}: use lowercase letters, digits, '-' and '_', starting with a letter or digit"),
+            ));
+        }
+        let paths = Paths {
+            state: raw.paths.state.unwrap_or_else(|| "/var/lib/tend".into()),
+            runtime: raw.paths.runtime.unwrap_or_else(|| "/run/tend".into()),
+        };
+        for (key, p) in [
+            ("paths.state", &paths.state),
+            ("paths.runtime", &paths.runtime),
+        ] {
+            if !p.is_absolute() {
+                return Err(invalid(
+                    key,
+                    format!("{} must be an absolute path", p.display()),
+                ));
+            }
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            source: Source {
+                url: source.url,
+                branch,
+                poll_interval,
+                ssh_key: source.ssh_key,
+                known_hosts: source.known_hosts,
+            },
+            host: Host {
+                name,
+                layers,
+                project,
+            },
+            paths,
+            apply: Apply {
+                drift_interval,
+                timeout,
+            },
+            docker: Docker {
+                socket: raw.docker.socket,
+            },
+        })
+    }
+
+    /// The bare repository tend fetches into.
+    pub fn repo_dir(&self) -> PathBuf {
+        self.paths.state.join("repo.git")
+    }
+
+    /// The durable state file.
+    pub fn state_file(&self) -> PathBuf {
+        self.paths.state.join("state.json")
+    }
+}
+
+/// Compose's rule for project names.
+pub fn valid_project_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '|' || c == '^' || c.is_whitespace()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The kernel's host name, or "localhost" when it cannot be read.
+pub fn system_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Error> {
+        Config::parse(Path::new("/t/tend.toml"), text, "edge-1")
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("[source]\nurl = \"/srv/fleet.git\"\n").expect("valid");
+        assert_eq!(c.source.branch, "main");
+        assert_eq!(c.source.poll_interval, Duration::from_secs(60));
+        assert_eq!(c.host.name, "edge-1");
+        assert_eq!(c.host.layers, vec!["."]);
+        assert_eq!(c.paths.state, PathBuf::from("/var/lib/tend"));
+        assert_eq!(c.repo_dir(), PathBuf::from("/var/lib/tend/repo.git"));
+    }
+
+    #[test]
+    fn layers_substitute_host_name() {
+        let c = parse(
+            "[source]\nurl = \"x\"\n[host]\nname = \"edge-017\"\nlayers = [\"common\", \"hosts/{name}/\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.host.layers, vec!["common", "hosts/edge-017"]);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("[source]\nurl = \"x\"\npoll_intervall = \"5s\"\n").expect_err("unknown key");
+        let msg = e.to_string();
+        assert!(msg.contains("poll_intervall"), "{msg}");
+        assert!(msg.contains("/t/tend.toml"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_section_is_named() {
+        let e = parse("[source]\nurl = \"x\"\n[sorce]\n").expect_err("unknown section");
+        assert!(e.to_string().contains("sorce"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_key() {
+        let e =
+            parse("[source]\nurl = \"x\"\npoll_interval = \"soon\"\n").expect_err("bad duration");
+        assert!(e.to_string().contains("source.poll_interval"), "{e}");
+        let e =
+            parse("[source]\nurl = \"x\"\n[apply]\ndrift_interval = \"0s\"\n").expect_err("zero");
+        assert!(e.to_string().contains("apply.drift_interval"), "{e}");
+    }
+
+    #[test]
+    fn missing_source_is_an_error() {
+        let e = parse("[host]\nname = \"a\"\n").expect_err("no source");
+        assert!(e.to_string().contains("source"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let e = parse("[source]\nurl = 5\n").expect_err("wrong type");
+        assert!(e.to_string().contains("url"), "{e}");
+    }
+
+    #[test]
+    fn layer_escaping_repo_is_refused() {
+        let e =
+            parse("[source]\nurl = \"x\"\n[host]\nlayers = [\"../etc\"]\n").expect_err("escape");
+        assert!(e.to_string().contains("host.layers"), "{e}");
+    }
+
+    #[test]
+    fn relative_state_path_is_refused() {
+        let e =
+            parse("[source]\nurl = \"x\"\n[paths]\nstate = \"var/lib\"\n").expect_err("relative");
+        assert!(e.to_string().contains("paths.state"), "{e}");
+    }
+
+    #[test]
+    fn project_name_is_checked() {
+        assert!(valid_project_name("tend"));
+        assert!(valid_project_name("edge_1-a"));
+        assert!(!valid_project_name("Edge"));
+        assert!(!valid_project_name("-x"));
+        let e = parse("[source]\nurl = \"x\"\n[host]\nproject = \"My App\"\n").expect_err("bad");
+        assert!(e.to_string().contains("host.project"), "{e}");
+    }
+}

@@ -1,0 +1,410 @@
+//! The agent: one cycle (fetch, load, observe, plan, apply, record) and the loop around it.
+//!
+//! Two clocks drive the loop: the poll (is there a new commit?) and the drift check (is the host
+//! still what the applied commit says?). Drift correction needs no network: the applied
+//! commit's objects are in the local bare repository.
+
+use crate::apply::{self, describe};
+use crate::config::Config;
+use crate::desired::{self, Desired, HostFacts};
+use crate::docker::{container_name, Engine};
+use crate::plan::{self, ObservedContainer};
+use crate::source::{self, Repo, SshOptions};
+use crate::state::{self, Applied, HistoryEntry, LastError, Refused, State};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Errors that stop the agent from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// State could not be read, written or locked.
+    #[error(transparent)]
+    State(#[from] state::Error),
+    /// The local repository could not be opened.
+    #[error(transparent)]
+    Source(#[from] source::Error),
+    /// The state directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        /// Directory.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// What one cycle found: the problems it recorded, in step order.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// `(step, message)` for each problem.
+    pub problems: Vec<(String, String)>,
+    /// Number of changes applied.
+    pub changes: usize,
+}
+
+impl Report {
+    /// The first problem as one line, if any.
+    pub fn first_problem(&self) -> Option<String> {
+        self.problems
+            .first()
+            .map(|(step, msg)| format!("{step}: {msg}"))
+    }
+}
+
+/// The agent and everything it holds between cycles.
+pub struct Agent<E: Engine> {
+    cfg: Config,
+    repo: Repo,
+    engine: E,
+    state: State,
+    /// The desired state of the last loaded commit, so drift checks don't re-parse.
+    cache: Option<(String, Arc<Desired>)>,
+}
+
+fn host_facts(cfg: &Config) -> HostFacts {
+    HostFacts {
+        name: cfg.host.name.clone(),
+        project: cfg.host.project.clone(),
+    }
+}
+
+impl<E: Engine> Agent<E> {
+    /// Open (or create) the state dir and repository. The caller holds the [`state::Lock`].
+    pub fn new(cfg: Config, engine: E) -> Result<Agent<E>, Error> {
+        std::fs::create_dir_all(&cfg.paths.state).map_err(|source| Error::Dir {
+            path: cfg.paths.state.clone(),
+            source,
+        })?;
+        let repo = Repo::open_or_init(&cfg.repo_dir())?;
+        let mut state = State::load(&cfg.state_file())?;
+        state.version = 1;
+        state.host = cfg.host.name.clone();
+        state.source.url = source::redact(&cfg.source.url);
+        state.source.branch = cfg.source.branch.clone();
+        Ok(Agent {
+            cfg,
+            repo,
+            engine,
+            state,
+            cache: None,
+        })
+    }
+
+    /// The current state (for tests and the status API).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    fn load(&mut self, commit: &str) -> Result<Arc<Desired>, String> {
+        if let Some((c, d)) = &self.cache {
+            if c == commit {
+                return Ok(d.clone());
+            }
+        }
+        let tree = self.repo.tree(commit).map_err(|e| e.to_string())?;
+        let d = desired::load(&tree, &self.cfg.host.layers, &host_facts(&self.cfg))
+            .map_err(|e| e.to_string())?;
+        let d = Arc::new(d);
+        self.cache = Some((commit.to_owned(), d.clone()));
+        Ok(d)
+    }
+
+    fn commit_info(&self, id: &str) -> source::CommitInfo {
+        self.repo
+            .commit_info(id)
+            .unwrap_or_else(|_| source::CommitInfo {
+                id: id.to_owned(),
+                subject: String::new(),
+                time: 0,
+            })
+    }
+
+    /// Run one cycle. With `fetch`, poll the source first; otherwise only correct drift.
+    pub async fn cycle(&mut self, fetch: bool) -> Report {
+        let started = Instant::now();
+        let mut report = Report::default();
+        let mut tip = None;
+        if fetch {
+            self.state.source.last_attempt = Some(state::now());
+            let ssh = SshOptions {
+                key: self.cfg.source.ssh_key.clone(),
+                known_hosts: self.cfg.source.known_hosts.clone(),
+            };
+            let (url, branch) = (self.cfg.source.url.clone(), self.cfg.source.branch.clone());
+            let fetched = tokio::task::block_in_place(|| self.repo.fetch(&url, &branch, &ssh));
+            match fetched {
+                Ok(t) => {
+                    self.state.source.last_success = Some(state::now());
+                    self.state.source.last_error = None;
+                    self.state.source.remote_tip = Some(t.clone());
+                    tip = Some(t);
+                }
+                Err(e) => {
+                    log::warn!("fetch failed: {e}");
+                    self.state.source.last_error = Some(e.to_string());
+                    report.problems.push(("fetch".into(), e.to_string()));
+                }
+            }
+        }
+
+        let applied = self.state.applied.as_ref().map(|a| a.commit.id.clone());
+        let mut target: Option<(String, Arc<Desired>)> = None;
+        if let Some(tip) = tip {
+            let refused_already = self
+                .state
+                .refused
+                .as_ref()
+                .is_some_and(|r| r.commit.id == tip);
+            if applied.as_deref() == Some(tip.as_str()) {
+                // Nothing new.
+            } else if refused_already {
+                let r = self
+                    .state
+                    .refused
+                    .as_ref()
+                    .map(|r| r.reason.clone())
+                    .unwrap_or_default();
+                report.problems.push((
+                    "load".into(),
+                    format!("commit {} refused: {r}", short(&tip)),
+                ));
+            } else {
+                match tokio::task::block_in_place(|| self.load(&tip)) {
+                    Ok(d) => target = Some((tip, d)),
+                    Err(reason) => {
+                        log::error!("refusing commit {}: {reason}", short(&tip));
+                        let commit = self.commit_info(&tip);
+                        self.state.record(HistoryEntry {
+                            at: state::now(),
+                            commit: tip.clone(),
+                            subject: commit.subject.clone(),
+                            outcome: "refused".into(),
+                            message: reason.clone(),
+                            duration_ms: started.elapsed().as_millis() as u64,
+                        });
+                        self.state.refused = Some(Refused {
+                            commit,
+                            step: "load".into(),
+                            reason: reason.clone(),
+                            since: state::now(),
+                        });
+                        report.problems.push((
+                            "load".into(),
+                            format!("commit {} refused: {reason}", short(&tip)),
+                        ));
+                    }
+                }
+            }
+        }
+        if target.is_none() {
+            if let Some(a) = applied.clone() {
+                match tokio::task::block_in_place(|| self.load(&a)) {
+                    Ok(d) => target = Some((a, d)),
+                    Err(e) => report.problems.push(("load".into(), e)),
+                }
+            }
+        }
+
+        if let Some((rev, desired)) = target {
+            self.reconcile(&rev, &desired, applied.as_deref(), started, &mut report)
+                .await;
+        }
+        self.state.last_error = report.problems.last().map(|(step, message)| LastError {
+            at: state::now(),
+            step: step.clone(),
+            message: message.clone(),
+        });
+        self.state.last_cycle = Some(state::now());
+        self.save(&mut report);
+        report
+    }
+
+    async fn reconcile(
+        &mut self,
+        rev: &str,
+        desired: &Desired,
+        applied: Option<&str>,
+        started: Instant,
+        report: &mut Report,
+    ) {
+        let observed = match self.engine.observe().await {
+            Ok(o) => o,
+            Err(e) => {
+                report.problems.push(("observe".into(), e.to_string()));
+                return;
+            }
+        };
+        let plan = plan::plan(desired, &observed, &self.state.specs);
+        let is_new = applied != Some(rev);
+        let result = apply::apply(&self.engine, desired, &plan, rev).await;
+        let after = if plan.is_empty() {
+            Ok(observed)
+        } else {
+            self.engine.observe().await
+        };
+        match after {
+            Ok(o) => self.record_containers(desired, &o.containers),
+            Err(e) => report.problems.push(("observe".into(), e.to_string())),
+        }
+        let commit = self.commit_info(rev);
+        let reasons = |steps: &[plan::Step]| {
+            steps
+                .iter()
+                .map(|s| format!("{} ({})", describe(&s.action), s.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        match result {
+            Ok(done) => {
+                report.changes = done.len();
+                if is_new {
+                    log::info!(
+                        "applied {} \"{}\" ({} changes)",
+                        short(rev),
+                        commit.subject,
+                        done.len()
+                    );
+                    self.state.record(HistoryEntry {
+                        at: state::now(),
+                        commit: rev.to_owned(),
+                        subject: commit.subject.clone(),
+                        outcome: "applied".into(),
+                        message: if done.is_empty() {
+                            "no changes".into()
+                        } else {
+                            reasons(&plan.steps)
+                        },
+                        duration_ms: started.elapsed().as_millis() as u64,
+                    });
+                    self.state.applied = Some(Applied {
+                        commit,
+                        applied_at: state::now(),
+                    });
+                    self.state.warnings = desired.warnings.clone();
+                    self.state.specs = desired
+                        .services
+                        .values()
+                        .map(|s| (s.hash(), s.clone()))
+                        .collect();
+                } else if !done.is_empty() {
+                    log::warn!("drift corrected: {}", reasons(&plan.steps));
+                    self.state.record(HistoryEntry {
+                        at: state::now(),
+                        commit: rev.to_owned(),
+                        subject: commit.subject,
+                        outcome: "drift-corrected".into(),
+                        message: reasons(&plan.steps),
+                        duration_ms: started.elapsed().as_millis() as u64,
+                    });
+                }
+            }
+            Err(failed) => {
+                report.changes = failed.done.len();
+                let msg = format!("{}: {}", describe(&failed.step.action), failed.error);
+                log::error!("apply of {} failed: {msg}", short(rev));
+                self.state.record(HistoryEntry {
+                    at: state::now(),
+                    commit: rev.to_owned(),
+                    subject: commit.subject,
+                    outcome: "failed".into(),
+                    message: msg.clone(),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                });
+                report.problems.push(("apply".into(), msg));
+            }
+        }
+    }
+
+    fn record_containers(&mut self, desired: &Desired, observed: &[ObservedContainer]) {
+        let images: BTreeMap<String, String> = desired
+            .services
+            .values()
+            .map(|s| (s.name.clone(), s.image.clone()))
+            .collect();
+        self.state.set_containers(observed, &images);
+        for s in desired.services.keys() {
+            if !observed
+                .iter()
+                .any(|c| &c.service == s && c.project == desired.project)
+            {
+                self.state.containers.push(state::ContainerStatus {
+                    service: s.clone(),
+                    name: container_name(&desired.project, s),
+                    id: String::new(),
+                    state: "missing".into(),
+                    status: String::new(),
+                    image: images.get(s).cloned().unwrap_or_default(),
+                });
+            }
+        }
+    }
+
+    fn save(&mut self, report: &mut Report) {
+        if let Err(e) = self.state.save(&self.cfg.state_file()) {
+            log::error!("{e}");
+            report.problems.push(("state".into(), e.to_string()));
+        }
+    }
+
+    /// Run until SIGTERM/SIGINT: poll on the poll interval, check drift on the drift interval.
+    pub async fn run_loop(&mut self) -> Result<(), Error> {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|source| Error::Dir {
+                path: "signal handler".into(),
+                source,
+            })?;
+        let poll = self.cfg.source.poll_interval;
+        let drift = self.cfg.apply.drift_interval;
+        let mut next_poll = Instant::now();
+        loop {
+            let now = Instant::now();
+            let fetch = now >= next_poll;
+            if fetch {
+                next_poll = now + jitter(poll);
+                self.state.source.next_poll =
+                    Some(state::now() + (next_poll - now).as_secs() as i64);
+            }
+            let report = self.cycle(fetch).await;
+            if let Some(p) = report.first_problem() {
+                log::debug!("cycle ended with: {p}");
+            }
+            let wake = next_poll.min(Instant::now() + drift);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = term.recv() => { log::info!("SIGTERM: stopping"); return Ok(()); }
+                _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: stopping"); return Ok(()); }
+            }
+        }
+    }
+}
+
+/// ±10% jitter, so a fleet does not poll in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let frac = (nanos % 2001) as f64 / 10_000.0 - 0.1; // -0.1 ..= 0.1
+    d.mul_f64(1.0 + frac)
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(7)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_secs(100));
+            assert!(
+                j >= Duration::from_secs(90) && j <= Duration::from_secs(110),
+                "{j:?}"
+            );
+        }
+    }
+}

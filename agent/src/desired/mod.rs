@@ -1,0 +1,360 @@
+//! The declared state of one commit: the host's layers, merged in order.
+//!
+//! Read through [`Tree`], so the same code loads a verified commit's objects (never a checkout)
+//! and, for `tend validate`, a directory on disk.
+
+pub mod compose;
+pub mod interpolate;
+pub mod yaml;
+
+use compose::ServiceSpec;
+use interpolate::Vars;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Read-only access to the files of one revision.
+pub trait Tree {
+    /// The bytes of the file at `path` (relative to the repository root, `/`-separated), or
+    /// `None` when there is no such file.
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TreeError>;
+}
+
+/// A failure to read the revision's files (not a missing file).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}: {message}")]
+pub struct TreeError {
+    /// The path.
+    pub path: String,
+    /// Why.
+    pub message: String,
+}
+
+/// Why a revision's desired state is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The revision's files could not be read.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// A compose file is wrong.
+    #[error(transparent)]
+    Compose(#[from] compose::Error),
+    /// A layer's `.env` is wrong.
+    #[error("{file}:{line}: {message}")]
+    Dotenv {
+        /// The `.env` file.
+        file: String,
+        /// Line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file is not UTF-8.
+    #[error("{file}: not valid UTF-8")]
+    Encoding {
+        /// The file.
+        file: String,
+    },
+    /// A `depends_on` names a service no layer declares, or the dependencies form a cycle.
+    #[error("service {service:?}: {message}")]
+    Dependency {
+        /// The service.
+        service: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// No layer declares anything: almost certainly a misconfigured `host.layers`.
+    #[error("none of the layers {layers:?} has a compose.yaml; check host.layers in the config")]
+    Empty {
+        /// The layers looked at.
+        layers: Vec<String>,
+    },
+}
+
+/// Host facts available to interpolation.
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    /// Host name (`TEND_HOST`).
+    pub name: String,
+    /// Default project name (from config).
+    pub project: String,
+}
+
+/// The desired state of one revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    /// Compose project name.
+    pub project: String,
+    /// Services by name, after layering.
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// Named volumes (unprefixed).
+    pub volumes: BTreeSet<String>,
+    /// Services in start order (dependencies first).
+    pub start_order: Vec<String>,
+    /// Non-fatal notes for the operator.
+    pub warnings: Vec<String>,
+}
+
+fn join(layer: &str, file: &str) -> String {
+    if layer == "." || layer.is_empty() {
+        file.to_owned()
+    } else {
+        format!("{layer}/{file}")
+    }
+}
+
+fn read_text(tree: &dyn Tree, path: &str) -> Result<Option<String>, Error> {
+    match tree.read(path)? {
+        None => Ok(None),
+        Some(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| Error::Encoding {
+                file: path.to_owned(),
+            }),
+    }
+}
+
+/// Load the desired state from `layers` of `tree`. A later layer replaces an earlier layer's
+/// service of the same name.
+pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts) -> Result<Desired, Error> {
+    let mut services: BTreeMap<String, ServiceSpec> = BTreeMap::new();
+    let mut volumes = BTreeSet::new();
+    let mut warnings = Vec::new();
+    let mut project = None;
+    let mut found = false;
+    for layer in layers {
+        let mut vars: Vars = BTreeMap::new();
+        vars.insert("TEND_HOST".into(), host.name.clone());
+        let env_path = join(layer, ".env");
+        if let Some(text) = read_text(tree, &env_path)? {
+            let env = interpolate::parse_dotenv(&text, &vars).map_err(|(line, message)| {
+                Error::Dotenv {
+                    file: env_path.clone(),
+                    line,
+                    message,
+                }
+            })?;
+            vars.extend(env);
+        }
+        let mut compose_text = None;
+        for name in [
+            "compose.yaml",
+            "compose.yml",
+            "docker-compose.yaml",
+            "docker-compose.yml",
+        ] {
+            let p = join(layer, name);
+            if let Some(text) = read_text(tree, &p)? {
+                compose_text = Some((p, text));
+                break;
+            }
+        }
+        let Some((path, text)) = compose_text else {
+            continue;
+        };
+        found = true;
+        let file = compose::parse(&path, &text, &vars)?;
+        warnings.extend(file.warnings);
+        if file.name.is_some() {
+            project = file.name;
+        }
+        volumes.extend(file.volumes);
+        for s in file.services {
+            services.insert(s.name.clone(), s);
+        }
+    }
+    if !found {
+        return Err(Error::Empty {
+            layers: layers.to_vec(),
+        });
+    }
+    for s in services.values() {
+        for m in &s.volumes {
+            if m.kind == compose::MountKind::Volume && !volumes.contains(&m.source) {
+                return Err(Error::Dependency {
+                    service: s.name.clone(),
+                    message: format!("volume {:?} is not declared in any layer", m.source),
+                });
+            }
+        }
+    }
+    let start_order = start_order(&services)?;
+    Ok(Desired {
+        project: project.unwrap_or_else(|| host.project.clone()),
+        services,
+        volumes,
+        start_order,
+        warnings,
+    })
+}
+
+/// Dependencies first; ties broken by name so the order is stable.
+fn start_order(services: &BTreeMap<String, ServiceSpec>) -> Result<Vec<String>, Error> {
+    for s in services.values() {
+        for d in &s.depends_on {
+            if !services.contains_key(d) {
+                return Err(Error::Dependency {
+                    service: s.name.clone(),
+                    message: format!("depends_on {d:?}, which no layer declares"),
+                });
+            }
+        }
+    }
+    let mut order = Vec::with_capacity(services.len());
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    while order.len() < services.len() {
+        let ready: Vec<&str> = services
+            .values()
+            .filter(|s| !done.contains(s.name.as_str()))
+            .filter(|s| s.depends_on.iter().all(|d| done.contains(d.as_str())))
+            .map(|s| s.name.as_str())
+            .collect();
+        if ready.is_empty() {
+            let stuck: Vec<&str> = services
+                .keys()
+                .map(String::as_str)
+                .filter(|n| !done.contains(n))
+                .collect();
+            return Err(Error::Dependency {
+                service: stuck.first().copied().unwrap_or_default().to_owned(),
+                message: format!("depends_on forms a cycle among {}", stuck.join(", ")),
+            });
+        }
+        for r in ready {
+            done.insert(r);
+            order.push(r.to_owned());
+        }
+    }
+    Ok(order)
+}
+
+/// A [`Tree`] over a directory on disk (for `tend validate`).
+pub struct DirTree(pub std::path::PathBuf);
+
+impl Tree for DirTree {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TreeError> {
+        let full = self.0.join(path);
+        match std::fs::read(&full) {
+            Ok(b) => Ok(Some(b)),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.kind() == std::io::ErrorKind::NotADirectory =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(TreeError {
+                path: path.to_owned(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An in-memory tree for tests.
+    pub struct MapTree(pub BTreeMap<String, String>);
+
+    impl Tree for MapTree {
+        fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TreeError> {
+            Ok(self.0.get(path).map(|s| s.as_bytes().to_vec()))
+        }
+    }
+
+    pub fn tree(files: &[(&str, &str)]) -> MapTree {
+        MapTree(
+            files
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    fn host() -> HostFacts {
+        HostFacts {
+            name: "edge-1".into(),
+            project: "tend".into(),
+        }
+    }
+
+    #[test]
+    fn later_layer_replaces_service() {
+        let t = tree(&[
+            (
+                "common/compose.yaml",
+                "services:\n  a: {image: \"x:1\"}\n  b: {image: y}\n",
+            ),
+            (
+                "hosts/edge-1/compose.yaml",
+                "services:\n  a: {image: \"x:2\"}\n",
+            ),
+        ]);
+        let d = load(&t, &["common".into(), "hosts/edge-1".into()], &host()).expect("valid");
+        assert_eq!(d.services["a"].image, "x:2");
+        assert_eq!(d.services["b"].image, "y");
+        assert_eq!(d.project, "tend");
+    }
+
+    #[test]
+    fn missing_layers_are_skipped_but_not_all() {
+        let t = tree(&[("common/compose.yaml", "services:\n  a: {image: x}\n")]);
+        assert!(load(&t, &["common".into(), "hosts/none".into()], &host()).is_ok());
+        assert!(matches!(
+            load(&t, &["nope".into()], &host()),
+            Err(Error::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn dotenv_and_host_facts_interpolate() {
+        let t = tree(&[
+            (".env", "TAG=3\n"),
+            ("compose.yaml", "name: demo\nservices:\n  a:\n    image: \"x:${TAG}\"\n    environment: [\"H=${TEND_HOST}\"]\n"),
+        ]);
+        let d = load(&t, &[".".into()], &host()).expect("valid");
+        assert_eq!(d.services["a"].image, "x:3");
+        assert_eq!(d.services["a"].environment["H"], "edge-1");
+        assert_eq!(d.project, "demo");
+    }
+
+    #[test]
+    fn start_order_follows_depends_on() {
+        let t = tree(&[(
+            "compose.yaml",
+            "services:\n  web: {image: x, depends_on: [api]}\n  api: {image: x, depends_on: [db]}\n  db: {image: x}\n  aaa: {image: x}\n",
+        )]);
+        let d = load(&t, &[".".into()], &host()).expect("valid");
+        assert_eq!(d.start_order, vec!["aaa", "db", "api", "web"]);
+    }
+
+    #[test]
+    fn dependency_errors() {
+        let t = tree(&[(
+            "compose.yaml",
+            "services:\n  web: {image: x, depends_on: [nope]}\n",
+        )]);
+        assert!(matches!(
+            load(&t, &[".".into()], &host()),
+            Err(Error::Dependency { .. })
+        ));
+        let t = tree(&[(
+            "compose.yaml",
+            "services:\n  a: {image: x, depends_on: [b]}\n  b: {image: x, depends_on: [a]}\n",
+        )]);
+        let e = load(&t, &[".".into()], &host()).expect_err("cycle");
+        assert!(e.to_string().contains("cycle"), "{e}");
+    }
+
+    #[test]
+    fn bad_dotenv_names_file_and_line() {
+        let t = tree(&[
+            ("l/.env", "A=1\nbroken\n"),
+            ("l/compose.yaml", "services: {}\n"),
+        ]);
+        let e = load(&t, &["l".into()], &host()).expect_err("bad env");
+        assert_eq!(
+            e.to_string(),
+            "l/.env:2: expected KEY=VALUE, found \"broken\""
+        );
+    }
+}

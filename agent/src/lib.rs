@@ -1,0 +1,16 @@
+//! tend: a pull-based GitOps agent for hosts without Kubernetes.
+//!
+//! One cycle: fetch the followed branch ([`source`]), load the host's layers from the commit's
+//! tree ([`desired`]), observe what tend owns ([`docker`]), decide ([`plan`], pure), change
+//! ([`apply`]) and record ([`state`]). [`daemon`] runs cycles on two clocks; [`cli`] renders.
+
+pub mod apply;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod desired;
+pub mod docker;
+pub mod logging;
+pub mod plan;
+pub mod source;
+pub mod state;

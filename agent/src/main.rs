@@ -1,0 +1,70 @@
+//! `tend`: wiring only. Parse arguments, set up logging, build the real adapters, run.
+
+use anyhow::Context;
+use clap::Parser;
+use std::process::ExitCode;
+use tend::cli::{self, Cli, Command};
+use tend::{config, daemon, docker, logging, state};
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    logging::init();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            // One clear line: the whole chain, outermost first.
+            eprintln!("tend: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Cli) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Run { once } => {
+            let cfg = config::Config::load(&args.config)?;
+            std::fs::create_dir_all(&cfg.paths.state).with_context(|| {
+                format!("cannot create state dir {}", cfg.paths.state.display())
+            })?;
+            let _lock = state::Lock::acquire(&cfg.paths.state)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(async move {
+                let engine = docker::DockerEngine::connect(cfg.docker.socket.as_deref()).await?;
+                let mut agent = daemon::Agent::new(cfg, engine)?;
+                if once {
+                    let report = agent.cycle(true).await;
+                    if let Some(p) = report.first_problem() {
+                        anyhow::bail!("{p}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    agent.run_loop().await?;
+                    Ok(ExitCode::SUCCESS)
+                }
+            })
+        }
+        Command::Status { json } => {
+            let cfg = config::Config::load(&args.config)?;
+            let st = state::State::load(&cfg.state_file())?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &st).context("writing status")?;
+                use std::io::Write;
+                writeln!(out).context("writing status")?;
+            } else {
+                cli::render_status(&st, state::now(), None, &mut out).context("writing status")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { dir, host, layers } => {
+            let cfg = config::Config::load(&args.config).ok();
+            let mut out = std::io::stdout().lock();
+            cli::validate(cfg.as_ref(), dir, host, layers, &mut out).map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The Git side: fetch the followed branch into a bare repository in the state dir, and read
+//! files straight from a commit's tree (never a checkout).
+
+use crate::desired::{Tree, TreeError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+/// The ref tend fetches the followed branch into.
+pub const FETCHED_REF: &str = "refs/tend/fetched";
+
+/// Errors from the repository or the remote.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The local bare repository could not be created or opened.
+    #[error("repository {path}: {message}")]
+    Repo {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The remote could not be reached or refused the fetch.
+    #[error("fetch from {url}: {message}")]
+    Fetch {
+        /// The URL (credentials are never part of it).
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The remote has no such branch.
+    #[error("fetch from {url}: branch {branch:?} not found on the remote")]
+    NoBranch {
+        /// The URL.
+        url: String,
+        /// The branch.
+        branch: String,
+    },
+    /// A commit or object is missing or malformed.
+    #[error("{what}: {message}")]
+    Object {
+        /// Which object.
+        what: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Whether retrying later may help (network trouble) rather than needing an operator.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Fetch { .. })
+    }
+}
+
+/// How to reach an `ssh://` remote.
+#[derive(Debug, Clone, Default)]
+pub struct SshOptions {
+    /// Deploy key.
+    pub key: Option<PathBuf>,
+    /// Pinned known_hosts.
+    pub known_hosts: Option<PathBuf>,
+}
+
+/// Facts about one commit, for status and history.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CommitInfo {
+    /// Full hex id.
+    pub id: String,
+    /// First line of the message.
+    pub subject: String,
+    /// Committer time, seconds since the epoch.
+    pub time: i64,
+}
+
+/// The bare repository tend owns.
+pub struct Repo {
+    repo: gix::Repository,
+    path: PathBuf,
+}
+
+fn repo_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Repo {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl Repo {
+    /// Open the bare repository at `path`, creating it when missing.
+    pub fn open_or_init(path: &Path) -> Result<Repo, Error> {
+        let repo = if path.join("HEAD").exists() {
+            gix::open_opts(path, gix::open::Options::isolated()).map_err(|e| repo_err(path, e))?
+        } else {
+            std::fs::create_dir_all(path).map_err(|e| repo_err(path, e))?;
+            gix::init_bare(path).map_err(|e| repo_err(path, e))?
+        };
+        Ok(Repo {
+            repo,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Open an existing repository (bare or not) for reading, e.g. for `tend verify --repo`.
+    pub fn open(path: &Path) -> Result<Repo, Error> {
+        let repo =
+            gix::open_opts(path, gix::open::Options::isolated()).map_err(|e| repo_err(path, e))?;
+        Ok(Repo {
+            repo,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The repository's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fetch `branch` from `url` into [`FETCHED_REF`] and return the branch tip.
+    /// Only new objects are transferred: what the repository already has is negotiated away.
+    pub fn fetch(&mut self, url: &str, branch: &str, ssh: &SshOptions) -> Result<String, Error> {
+        let fetch_err = |e: &dyn std::fmt::Display| Error::Fetch {
+            url: redact(url),
+            message: e.to_string(),
+        };
+        {
+            let mut config = self.repo.config_snapshot_mut();
+            let mut set = |key: &str, value: &str| {
+                config
+                    .set_raw_value(&key, value)
+                    .map(|_| ())
+                    .map_err(|e| repo_err(&self.path, e))
+            };
+            if ssh.key.is_some() || ssh.known_hosts.is_some() {
+                let mut cmd = String::from("ssh -o BatchMode=yes -o ConnectTimeout=20 -o ServerAliveInterval=10 -o ServerAliveCountMax=3");
+                if let Some(k) = &ssh.key {
+                    cmd.push_str(&format!(
+                        " -o IdentitiesOnly=yes -i {}",
+                        shell_quote(&k.display().to_string())
+                    ));
+                }
+                if let Some(kh) = &ssh.known_hosts {
+                    cmd.push_str(&format!(
+                        " -o StrictHostKeyChecking=yes -o UserKnownHostsFile={}",
+                        shell_quote(&kh.display().to_string())
+                    ));
+                }
+                set("core.sshCommand", &cmd)?;
+            }
+            // No poll may hang the loop: give up on connections that stall.
+            set("gitoxide.http.connectTimeout", "20000")?;
+            set("http.lowSpeedLimit", "1")?;
+            set("http.lowSpeedTime", "60")?;
+        }
+        let refspec = format!("+refs/heads/{branch}:{FETCHED_REF}");
+        let remote = self
+            .repo
+            .remote_at(url)
+            .map_err(|e| fetch_err(&e))?
+            .with_refspecs(Some(refspec.as_str()), gix::remote::Direction::Fetch)
+            .map_err(|e| fetch_err(&e))?;
+        let connection = remote
+            .connect(gix::remote::Direction::Fetch)
+            .map_err(|e| fetch_err(&e))?;
+        let prepare = connection
+            .prepare_fetch(gix::progress::Discard, Default::default())
+            .map_err(|e| fetch_err(&e))?;
+        let outcome = prepare
+            .receive(gix::progress::Discard, &AtomicBool::new(false))
+            .map_err(|e| fetch_err(&e))?;
+        let tip = outcome
+            .ref_map
+            .mappings
+            .iter()
+            .find_map(|m| match &m.remote {
+                gix::remote::fetch::refmap::Source::Ref(r) => {
+                    let (name, target, _) = r.unpack();
+                    (name == format!("refs/heads/{branch}").as_str())
+                        .then(|| target.map(|t| t.to_string()))
+                }
+                _ => None,
+            })
+            .flatten();
+        match tip {
+            Some(t) => Ok(t),
+            None => Err(Error::NoBranch {
+                url: redact(url),
+                branch: branch.to_owned(),
+            }),
+        }
+    }
+
+    /// Resolve anything gix understands (branch, tag, hash) to a commit id.
+    pub fn resolve(&self, rev: &str) -> Result<String, Error> {
+        let id = self.repo.rev_parse_single(rev).map_err(|e| Error::Object {
+            what: rev.to_owned(),
+            message: e.to_string(),
+        })?;
+        let commit = id
+            .object()
+            .and_then(|o| o.peel_to_kind(gix::object::Kind::Commit))
+            .map_err(|e| Error::Object {
+                what: rev.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(commit.id.to_string())
+    }
+
+    /// Subject and time of a commit.
+    pub fn commit_info(&self, id: &str) -> Result<CommitInfo, Error> {
+        let obj_err = |e: &dyn std::fmt::Display| Error::Object {
+            what: format!("commit {id}"),
+            message: e.to_string(),
+        };
+        let oid = gix::ObjectId::from_hex(id.as_bytes()).map_err(|e| obj_err(&e))?;
+        let commit = self.repo.find_commit(oid).map_err(|e| obj_err(&e))?;
+        let message = commit.message_raw_sloppy().to_string();
+        let subject = message.lines().next().unwrap_or_default().trim().to_owned();
+        let time = commit.time().map_err(|e| obj_err(&e))?.seconds;
+        Ok(CommitInfo {
+            id: id.to_owned(),
+            subject,
+            time,
+        })
+    }
+
+    /// Read access to a commit's files.
+    pub fn tree(&self, id: &str) -> Result<CommitTree<'_>, Error> {
+        let obj_err = |e: &dyn std::fmt::Display| Error::Object {
+            what: format!("commit {id}"),
+            message: e.to_string(),
+        };
+        let oid = gix::ObjectId::from_hex(id.as_bytes()).map_err(|e| obj_err(&e))?;
+        let commit = self.repo.find_commit(oid).map_err(|e| obj_err(&e))?;
+        let tree = commit.tree().map_err(|e| obj_err(&e))?;
+        Ok(CommitTree { tree })
+    }
+}
+
+/// The files of one commit, read from the object database.
+pub struct CommitTree<'repo> {
+    tree: gix::Tree<'repo>,
+}
+
+impl Tree for CommitTree<'_> {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TreeError> {
+        let err = |e: &dyn std::fmt::Display| TreeError {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        let entry = self.tree.lookup_entry_by_path(path).map_err(|e| err(&e))?;
+        let Some(entry) = entry else { return Ok(None) };
+        if !entry.mode().is_blob() {
+            return Ok(None);
+        }
+        let object = entry.object().map_err(|e| err(&e))?;
+        Ok(Some(object.detach().data))
+    }
+}
+
+/// Remove any `user:password@` from a URL before it is shown.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if !host.contains('/') || userinfo.contains(':') {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                if userinfo.contains(':') {
+                    return format!("{scheme}://{user}:***@{host}");
+                }
+            }
+        }
+    }
+    url.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("https://u:secret@h/x.git"), "https://u:***@h/x.git");
+        assert_eq!(redact("ssh://git@h:22/x.git"), "ssh://git@h:22/x.git");
+        assert_eq!(redact("/srv/x.git"), "/srv/x.git");
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("/a b/c'd"), "'/a b/c'\\''d'");
+    }
+}

@@ -1,0 +1,342 @@
+//! Durable state in `state.json`: what is applied, what was refused and why, what the last
+//! cycle saw. Written atomically (temp file, fsync, rename); one agent at a time (flock).
+
+use crate::desired::compose::ServiceSpec;
+use crate::plan::ObservedContainer;
+use crate::source::CommitInfo;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// How many history entries are kept.
+pub const HISTORY_LEN: usize = 50;
+
+/// Errors reading, writing or locking state.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// I/O on a state file.
+    #[error("state {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The state file is not valid.
+    #[error("state {path}: {message}")]
+    Corrupt {
+        /// File.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// Another agent holds the lock.
+    #[error("another tend agent is running (lock {path} is held)")]
+    Locked {
+        /// Lock file.
+        path: PathBuf,
+    },
+}
+
+/// Seconds since the epoch, now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The applied revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The commit.
+    #[serde(flatten)]
+    pub commit: CommitInfo,
+    /// When it was applied.
+    pub applied_at: i64,
+}
+
+/// A revision tend will not apply, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refused {
+    /// The commit.
+    #[serde(flatten)]
+    pub commit: CommitInfo,
+    /// The step that refused it (`load`, `verify`, ...).
+    pub step: String,
+    /// The one-line reason.
+    pub reason: String,
+    /// When it was first refused.
+    pub since: i64,
+}
+
+/// The last contact with the source.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// URL (credentials redacted).
+    pub url: String,
+    /// Branch.
+    pub branch: String,
+    /// Last fetch attempt.
+    pub last_attempt: Option<i64>,
+    /// Last successful fetch.
+    pub last_success: Option<i64>,
+    /// Error of the last attempt, when it failed.
+    pub last_error: Option<String>,
+    /// Remote branch tip seen at the last success.
+    pub remote_tip: Option<String>,
+    /// When the next poll is due.
+    pub next_poll: Option<i64>,
+}
+
+/// An error the last cycle met.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastError {
+    /// When.
+    pub at: i64,
+    /// The step (`fetch`, `load`, `apply`, ...).
+    pub step: String,
+    /// One line.
+    pub message: String,
+}
+
+/// One line of history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// When.
+    pub at: i64,
+    /// Commit.
+    pub commit: String,
+    /// Subject.
+    pub subject: String,
+    /// `applied`, `refused`, `failed`, `drift-corrected`.
+    pub outcome: String,
+    /// What happened.
+    pub message: String,
+    /// How long the cycle took, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// A managed container as last observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    /// Service.
+    pub service: String,
+    /// Container name.
+    pub name: String,
+    /// Short id.
+    pub id: String,
+    /// `running`, `exited (1)`, `missing`...
+    pub state: String,
+    /// The engine's status text.
+    pub status: String,
+    /// Image.
+    pub image: String,
+}
+
+/// Everything in `state.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Format version.
+    pub version: u32,
+    /// Host name.
+    pub host: String,
+    /// Source contact.
+    pub source: SourceStatus,
+    /// The applied (last good) revision.
+    pub applied: Option<Applied>,
+    /// The newest refused revision.
+    pub refused: Option<Refused>,
+    /// The last error, cleared by a clean cycle.
+    pub last_error: Option<LastError>,
+    /// When the last cycle ended.
+    pub last_cycle: Option<i64>,
+    /// Specs of applied services by hash (to explain later changes).
+    #[serde(default)]
+    pub specs: BTreeMap<String, ServiceSpec>,
+    /// Managed containers as last observed.
+    #[serde(default)]
+    pub containers: Vec<ContainerStatus>,
+    /// Notes about the applied revision (obsolete keys, unset variables).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Newest first.
+    #[serde(default)]
+    pub history: VecDeque<HistoryEntry>,
+}
+
+impl State {
+    /// Read `path`; a missing file is a fresh state.
+    pub fn load(path: &Path) -> Result<State, Error> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                path: path.to_owned(),
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {
+                version: 1,
+                ..State::default()
+            }),
+            Err(source) => Err(Error::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Write atomically: a temp file in the same directory, fsync, rename, fsync the directory.
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        let io = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tmp = path.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(self).expect("state always serialises");
+        {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode_0640()
+                .open(&tmp)
+                .map_err(io)?;
+            f.write_all(&json).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        Ok(())
+    }
+
+    /// Add a history entry, newest first, keeping [`HISTORY_LEN`].
+    pub fn record(&mut self, entry: HistoryEntry) {
+        self.history.push_front(entry);
+        self.history.truncate(HISTORY_LEN);
+    }
+
+    /// Record the observed containers.
+    pub fn set_containers(
+        &mut self,
+        observed: &[ObservedContainer],
+        images: &BTreeMap<String, String>,
+    ) {
+        self.containers = observed
+            .iter()
+            .map(|c| ContainerStatus {
+                service: c.service.clone(),
+                name: c.name.clone(),
+                id: c.id.chars().take(12).collect(),
+                state: c.state.to_string(),
+                status: c.status.clone(),
+                image: images.get(&c.service).cloned().unwrap_or_default(),
+            })
+            .collect();
+    }
+}
+
+trait Mode0640 {
+    fn mode_0640(&mut self) -> &mut Self;
+}
+
+impl Mode0640 for std::fs::OpenOptions {
+    fn mode_0640(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o640)
+    }
+}
+
+/// The agent lock: held for the life of `tend run`.
+pub struct Lock {
+    _flock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Lock {
+    /// Take the lock in `dir` without waiting.
+    pub fn acquire(dir: &Path) -> Result<Lock, Error> {
+        let path = dir.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(flock) => Ok(Lock { _flock: flock }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(Error::Locked { path }),
+            Err((_, errno)) => Err(Error::Io {
+                path,
+                source: std::io::Error::from(errno),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_and_load_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let mut s = State::load(&path).expect("fresh");
+        assert_eq!(s.version, 1);
+        s.host = "h".into();
+        s.applied = Some(Applied {
+            commit: CommitInfo {
+                id: "abc".into(),
+                subject: "first".into(),
+                time: 5,
+            },
+            applied_at: 6,
+        });
+        s.save(&path).expect("save");
+        let back = State::load(&path).expect("load");
+        assert_eq!(back, s);
+        assert!(!path.with_extension("json.tmp").exists());
+    }
+
+    #[test]
+    fn history_is_bounded_newest_first() {
+        let mut s = State::default();
+        for i in 0..(HISTORY_LEN + 5) {
+            s.record(HistoryEntry {
+                at: i as i64,
+                commit: format!("c{i}"),
+                subject: String::new(),
+                outcome: "applied".into(),
+                message: String::new(),
+                duration_ms: 0,
+            });
+        }
+        assert_eq!(s.history.len(), HISTORY_LEN);
+        assert_eq!(s.history[0].commit, format!("c{}", HISTORY_LEN + 4));
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, b"{not json").expect("write");
+        assert!(matches!(State::load(&path), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn lock_is_exclusive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = Lock::acquire(dir.path()).expect("first lock");
+        assert!(matches!(
+            Lock::acquire(dir.path()),
+            Err(Error::Locked { .. })
+        ));
+        drop(first);
+        assert!(Lock::acquire(dir.path()).is_ok());
+    }
+}

