@@ -54,17 +54,7 @@ if ! docker_ok; then
 fi
 
 # --- test image -----------------------------------------------------------------------------
-if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  log "building $IMAGE from busybox-static"
-  root=$(mktemp -d)
-  mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/proc" "$root/sys" "$root/dev" "$root/run"
-  cp "$(readlink -f "$(command -v busybox)")" "$root/bin/busybox"
-  for a in $("$root/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"; done
-  echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
-  echo 'root:x:0:' >"$root/etc/group"
-  tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' - "$IMAGE" >/dev/null
-  rm -rf "$root"
-fi
+"$(dirname "$0")/build-image.sh" "$IMAGE"
 
 # --- git over smart HTTP --------------------------------------------------------------------
 backend="$(git --exec-path)/git-http-backend"

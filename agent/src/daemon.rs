@@ -281,6 +281,8 @@ impl<E: Engine> Agent<E> {
                         commit,
                         applied_at: state::now(),
                     });
+                    // A refusal of an older tip is history now.
+                    self.state.refused = None;
                     self.state.warnings = desired.warnings.clone();
                     self.state.specs = desired
                         .services

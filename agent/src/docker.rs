@@ -26,6 +26,17 @@ pub const LABEL_PROJECT: &str = "io.tend.project";
 pub const LABEL_SPEC: &str = "io.tend.spec";
 /// Label holding the revision that created the container.
 pub const LABEL_REVISION: &str = "io.tend.revision";
+/// Label naming the agent instance that owns a resource (see [`agent_id`]).
+pub const LABEL_AGENT: &str = "io.tend.agent";
+
+/// The identity of one agent: derived from its state directory, so it survives restarts and a
+/// wiped `state.json`, while two agents with different state dirs never touch each other's
+/// resources.
+pub fn agent_id(state_dir: &std::path::Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(state_dir.as_os_str().as_encoded_bytes());
+    hex::encode(&digest[..6])
+}
 
 /// Errors talking to the engine.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +112,7 @@ pub trait Engine {
 /// The real engine, through bollard.
 pub struct DockerEngine {
     docker: bollard::Docker,
+    agent: String,
 }
 
 /// Container name compose would use.
@@ -119,8 +131,12 @@ pub fn volume_name(project: &str, volume: &str) -> String {
 }
 
 impl DockerEngine {
-    /// Connect to `socket` (or the default) and negotiate the API version.
-    pub async fn connect(socket: Option<&std::path::Path>) -> Result<DockerEngine, Error> {
+    /// Connect to `socket` (or the default) and negotiate the API version. `agent` is the
+    /// owning agent's [`agent_id`].
+    pub async fn connect(
+        socket: Option<&std::path::Path>,
+        agent: &str,
+    ) -> Result<DockerEngine, Error> {
         let path = match socket {
             Some(p) => p.display().to_string(),
             None => std::env::var("DOCKER_HOST")
@@ -133,11 +149,29 @@ impl DockerEngine {
         let docker = bollard::Docker::connect_with_socket(&path, 120, bollard::API_DEFAULT_VERSION)
             .map_err(connect)?;
         let docker = docker.negotiate_version().await.map_err(connect)?;
-        Ok(DockerEngine { docker })
+        Ok(DockerEngine {
+            docker,
+            agent: agent.to_owned(),
+        })
     }
 
-    fn managed_filter() -> HashMap<String, Vec<String>> {
-        HashMap::from([("label".to_owned(), vec![format!("{LABEL_MANAGED}=true")])])
+    fn managed_filter(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_AGENT}={}", self.agent),
+            ],
+        )])
+    }
+
+    fn labels(&self, project: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_AGENT.to_owned(), self.agent.clone()),
+            (LABEL_PROJECT.to_owned(), project.to_owned()),
+            ("com.docker.compose.project".to_owned(), project.to_owned()),
+        ])
     }
 }
 
@@ -145,14 +179,14 @@ impl Engine for DockerEngine {
     async fn observe(&self) -> Result<Observed, Error> {
         let list = self.docker.list_containers(Some(ListContainersOptions {
             all: true,
-            filters: Some(Self::managed_filter()),
+            filters: Some(self.managed_filter()),
             ..Default::default()
         }));
         let nets = self.docker.list_networks(Some(ListNetworksOptions {
-            filters: Some(Self::managed_filter()),
+            filters: Some(self.managed_filter()),
         }));
         let vols = self.docker.list_volumes(Some(ListVolumesOptions {
-            filters: Some(Self::managed_filter()),
+            filters: Some(self.managed_filter()),
         }));
         let (list, nets, vols) = tokio::join!(list, nets, vols);
         let list = list.map_err(|e| api("list containers", e))?;
@@ -234,15 +268,29 @@ impl Engine for DockerEngine {
     }
 
     async fn create_network(&self, project: &str, name: &str) -> Result<(), Error> {
-        let labels = HashMap::from([
-            (LABEL_MANAGED.to_owned(), "true".to_owned()),
-            (LABEL_PROJECT.to_owned(), project.to_owned()),
-            ("com.docker.compose.project".to_owned(), project.to_owned()),
-            (
-                "com.docker.compose.network".to_owned(),
-                "default".to_owned(),
-            ),
-        ]);
+        // The engine allows several networks with one name; never add a second one.
+        if let Ok(existing) = self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            let labels = existing.labels.unwrap_or_default();
+            if labels.get(LABEL_AGENT) == Some(&self.agent) {
+                return Ok(());
+            }
+            return Err(Error::Api {
+                op: format!("create network {name}"),
+                message: "a network of that name exists and is not managed by this agent; remove or rename it".into(),
+            });
+        }
+        let mut labels = self.labels(project);
+        labels.insert(
+            "com.docker.compose.network".to_owned(),
+            "default".to_owned(),
+        );
         match self
             .docker
             .create_network(NetworkCreateRequest {
@@ -264,12 +312,8 @@ impl Engine for DockerEngine {
 
     async fn create_volume(&self, project: &str, volume: &str) -> Result<(), Error> {
         let name = volume_name(project, volume);
-        let labels = HashMap::from([
-            (LABEL_MANAGED.to_owned(), "true".to_owned()),
-            (LABEL_PROJECT.to_owned(), project.to_owned()),
-            ("com.docker.compose.project".to_owned(), project.to_owned()),
-            ("com.docker.compose.volume".to_owned(), volume.to_owned()),
-        ]);
+        let mut labels = self.labels(project);
+        labels.insert("com.docker.compose.volume".to_owned(), volume.to_owned());
         self.docker
             .create_volume(VolumeCreateRequest {
                 name: Some(name.clone()),
@@ -288,7 +332,10 @@ impl Engine for DockerEngine {
         revision: &str,
     ) -> Result<String, Error> {
         let name = container_name(project, &spec.name);
-        let body = container_body(project, spec, revision);
+        let mut body = container_body(project, spec, revision);
+        if let Some(labels) = body.labels.as_mut() {
+            labels.insert(LABEL_AGENT.to_owned(), self.agent.clone());
+        }
         match self
             .docker
             .create_container(

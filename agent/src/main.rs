@@ -33,7 +33,9 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(async move {
-                let engine = docker::DockerEngine::connect(cfg.docker.socket.as_deref()).await?;
+                let agent_id = docker::agent_id(&cfg.paths.state);
+                let engine =
+                    docker::DockerEngine::connect(cfg.docker.socket.as_deref(), &agent_id).await?;
                 let mut agent = daemon::Agent::new(cfg, engine)?;
                 if once {
                     let report = agent.cycle(true).await;

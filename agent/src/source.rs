@@ -130,7 +130,7 @@ impl Repo {
             let mut config = self.repo.config_snapshot_mut();
             let mut set = |key: &str, value: &str| {
                 config
-                    .set_raw_value(&key, value)
+                    .set_raw_value(key, value)
                     .map(|_| ())
                     .map_err(|e| repo_err(&self.path, e))
             };

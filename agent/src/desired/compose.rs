@@ -220,6 +220,17 @@ impl Ctx<'_> {
 /// Parse a compose file. `file` is its repository path (for messages); `vars` are the layer's
 /// `.env` values and host facts used for interpolation.
 pub fn parse(file: &str, text: &str, vars: &Vars) -> Result<ComposeFile, Error> {
+    parse_layer(file, text, vars, &[])
+}
+
+/// Like [`parse`], for a layer: `inherited_volumes` are named volumes declared by earlier layers,
+/// which this file's services may mount.
+pub fn parse_layer(
+    file: &str,
+    text: &str,
+    vars: &Vars,
+    inherited_volumes: &[String],
+) -> Result<ComposeFile, Error> {
     let root = yaml::parse(text).map_err(|e| Error {
         file: file.to_owned(),
         line: e.line,
@@ -321,8 +332,9 @@ pub fn parse(file: &str, text: &str, vars: &Vars) -> Result<ComposeFile, Error> 
             file,
             service: Some(name),
         };
-        out.services
-            .push(parse_service(&ctx, name, v, &out.volumes)?);
+        let mut known = out.volumes.clone();
+        known.extend(inherited_volumes.iter().cloned());
+        out.services.push(parse_service(&ctx, name, v, &known)?);
     }
     Ok(out)
 }
@@ -850,7 +862,7 @@ fn parse_mount(node: &Node, ctx: &Ctx<'_>, top_volumes: &[String]) -> Result<Mou
     } else {
         if !top_volumes.iter().any(|v| v == source) {
             return Err(bad(format!(
-                "volume {source:?} is not declared in the top-level `volumes:` section"
+                "volume {source:?} is not declared in the top-level `volumes:` section of this or an earlier layer"
             )));
         }
         MountKind::Volume

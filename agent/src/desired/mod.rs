@@ -151,7 +151,8 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts) -> Result<Desi
             continue;
         };
         found = true;
-        let file = compose::parse(&path, &text, &vars)?;
+        let inherited: Vec<String> = volumes.iter().cloned().collect();
+        let file = compose::parse_layer(&path, &text, &vars, &inherited)?;
         warnings.extend(file.warnings);
         if file.name.is_some() {
             project = file.name;

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: prepare the testbed, check formatting and lints,
+# then run every test (unit, and end-to-end against the real Docker engine and Git servers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tests/setup.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace --no-fail-fast
