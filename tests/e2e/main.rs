@@ -342,3 +342,61 @@ fn validate_checks_a_directory() {
         "{out}"
     );
 }
+
+#[test]
+fn daemon_loop_follows_new_commits_and_stops_on_sigterm() {
+    let repo = GitRepo::new("loop");
+    repo.write("compose.yaml", &two_services("sleep 100000"));
+    repo.commit("first");
+    let agent = Agent::new(&repo.http_url(), "");
+    let cfg = std::fs::read_to_string(&agent.config).expect("config");
+    std::fs::write(
+        &agent.config,
+        cfg.replace("poll_interval = \"2s\"", "poll_interval = \"1s\"")
+            + "[apply]\ndrift_interval = \"1s\"\n",
+    )
+    .expect("config");
+    let mut child = agent
+        .tend()
+        .arg("run")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn tend run");
+    let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    wait_for("first apply", &|| agent.containers().len() == 2);
+
+    // Only one agent per state dir.
+    let second = agent.run_once();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another tend agent is running"));
+
+    let next = repo.commit("second");
+    wait_for("second commit applied", &|| {
+        std::fs::read_to_string(agent.dir.path().join("state/state.json"))
+            .is_ok_and(|s| s.contains(&next))
+    });
+    run_ok(Command::new("docker").args(["rm", "-f", &agent.container("worker")]));
+    wait_for("drift repaired", &|| {
+        agent
+            .containers()
+            .get(&agent.container("worker"))
+            .is_some_and(|c| c.0 == "running")
+    });
+
+    nix_kill_term(child.id());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "tend run exits 0 on SIGTERM: {status:?}");
+}
+
+fn nix_kill_term(pid: u32) {
+    run_ok(Command::new("kill").arg("-TERM").arg(pid.to_string()));
+}
