@@ -59,10 +59,7 @@ pub fn validate(
         .or_else(|| cfg.map(|c| c.host.name.clone()))
         .unwrap_or_else(|| "localhost".into());
     let layers = if !layers.is_empty() {
-        layers
-            .into_iter()
-            .map(|l| l.replace("{name}", &name))
-            .collect()
+        layers.into_iter().map(|l| l.replace("{name}", &name)).collect()
     } else if let Some(c) = cfg {
         c.host.layers.clone()
     } else {
@@ -70,9 +67,7 @@ pub fn validate(
     };
     let facts = HostFacts {
         name,
-        project: cfg
-            .map(|c| c.host.project.clone())
-            .unwrap_or_else(|| "tend".into()),
+        project: cfg.map(|c| c.host.project.clone()).unwrap_or_else(|| "tend".into()),
     };
     let d = desired::load(&DirTree(dir), &layers, &facts).map_err(|e| e.to_string())?;
     for w in &d.warnings {
@@ -107,21 +102,8 @@ fn short(id: &str) -> &str {
 }
 
 /// The one screen an operator needs.
-pub fn render_status(
-    state: &State,
-    now: i64,
-    daemon_note: Option<&str>,
-    out: &mut dyn Write,
-) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "tend on {}",
-        if state.host.is_empty() {
-            "?"
-        } else {
-            &state.host
-        }
-    )?;
+pub fn render_status(state: &State, now: i64, daemon_note: Option<&str>, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "tend on {}", if state.host.is_empty() { "?" } else { &state.host })?;
     if let Some(note) = daemon_note {
         writeln!(out, "  note: {note}")?;
     }
@@ -195,23 +177,13 @@ pub fn render_status(
                 ]
             })
             .collect();
-        table(
-            out,
-            &["SERVICE", "STATE", "CONTAINER", "IMAGE", "STATUS"],
-            &rows,
-        )?;
+        table(out, &["SERVICE", "STATE", "CONTAINER", "IMAGE", "STATUS"], &rows)?;
     }
     for w in &state.warnings {
         writeln!(out, "warning   {w}")?;
     }
     match &state.last_error {
-        Some(e) => writeln!(
-            out,
-            "last error {} ago in {}: {}",
-            ago(now - e.at),
-            e.step,
-            e.message
-        )?,
+        Some(e) => writeln!(out, "last error {} ago in {}: {}", ago(now - e.at), e.step, e.message)?,
         None => {
             if let Some(c) = state.last_cycle {
                 writeln!(out, "last cycle {} ago: ok", ago(now - c))?;
@@ -331,13 +303,7 @@ last error 10s ago in load: commit 9f8e7d6 refused
         s.source.last_attempt = Some(5);
         s.source.last_error = Some("fetch from x: connection refused".into());
         let mut out = Vec::new();
-        render_status(
-            &s,
-            10,
-            Some("daemon not running; showing the state file"),
-            &mut out,
-        )
-        .expect("render");
+        render_status(&s, 10, Some("daemon not running; showing the state file"), &mut out).expect("render");
         let text = String::from_utf8(out).expect("utf8");
         assert!(
             text.contains("FAILED 5s ago: fetch from x: connection refused"),

@@ -107,6 +107,8 @@ pub struct Apply {
 pub struct Docker {
     /// Engine socket; `None` means the default (`DOCKER_HOST` or `/var/run/docker.sock`).
     pub socket: Option<PathBuf>,
+    /// Registry credentials in docker's `config.json` format.
+    pub registry_auth: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -159,6 +161,7 @@ struct RawApply {
 #[serde(deny_unknown_fields)]
 struct RawDocker {
     socket: Option<PathBuf>,
+    registry_auth: Option<PathBuf>,
 }
 
 impl Config {
@@ -189,20 +192,13 @@ impl Config {
             return Err(invalid("source.url", "must not be empty".into()));
         }
         let branch = source.branch.unwrap_or_else(|| "main".into());
-        if branch.is_empty()
-            || branch.contains("..")
-            || branch.starts_with('-')
-            || branch.contains(' ')
-        {
+        if branch.is_empty() || branch.contains("..") || branch.starts_with('-') || branch.contains(' ') {
             return Err(invalid(
                 "source.branch",
                 format!("{branch:?} is not a valid branch name"),
             ));
         }
-        let duration = |key: &str,
-                        value: Option<String>,
-                        default: Duration|
-         -> Result<Duration, Error> {
+        let duration = |key: &str, value: Option<String>, default: Duration| -> Result<Duration, Error> {
             match value {
                 None => Ok(default),
                 Some(v) => {
@@ -219,11 +215,7 @@ impl Config {
                 }
             }
         };
-        let poll_interval = duration(
-            "source.poll_interval",
-            source.poll_interval,
-            Duration::from_secs(60),
-        )?;
+        let poll_interval = duration("source.poll_interval", source.poll_interval, Duration::from_secs(60))?;
         let drift_interval = duration(
             "apply.drift_interval",
             raw.apply.drift_interval,
@@ -233,27 +225,17 @@ impl Config {
 
         let name = raw.host.name.unwrap_or_else(|| hostname.to_owned());
         if name.is_empty() || name.contains('/') {
-            return Err(invalid(
-                "host.name",
-                format!("{name:?} is not a valid host name"),
-            ));
+            return Err(invalid("host.name", format!("{name:?} is not a valid host name")));
         }
         let templates = raw.host.layers.unwrap_or_else(|| vec![".".into()]);
         if templates.is_empty() {
-            return Err(invalid(
-                "host.layers",
-                "must list at least one layer directory".into(),
-            ));
+            return Err(invalid("host.layers", "must list at least one layer directory".into()));
         }
         let mut layers = Vec::with_capacity(templates.len());
         for t in templates {
             let layer = t.replace("{name}", &name);
             let layer = layer.trim_matches('/').to_owned();
-            let layer = if layer.is_empty() {
-                ".".to_owned()
-            } else {
-                layer
-            };
+            let layer = if layer.is_empty() { ".".to_owned() } else { layer };
             if layer.split('/').any(|c| c == "..") || layer.contains('{') {
                 return Err(invalid(
                     "host.layers",
@@ -273,15 +255,9 @@ impl Config {
             state: raw.paths.state.unwrap_or_else(|| "/var/lib/tend".into()),
             runtime: raw.paths.runtime.unwrap_or_else(|| "/run/tend".into()),
         };
-        for (key, p) in [
-            ("paths.state", &paths.state),
-            ("paths.runtime", &paths.runtime),
-        ] {
+        for (key, p) in [("paths.state", &paths.state), ("paths.runtime", &paths.runtime)] {
             if !p.is_absolute() {
-                return Err(invalid(
-                    key,
-                    format!("{} must be an absolute path", p.display()),
-                ));
+                return Err(invalid(key, format!("{} must be an absolute path", p.display())));
             }
         }
         Ok(Config {
@@ -293,11 +269,7 @@ impl Config {
                 ssh_key: source.ssh_key,
                 known_hosts: source.known_hosts,
             },
-            host: Host {
-                name,
-                layers,
-                project,
-            },
+            host: Host { name, layers, project },
             paths,
             apply: Apply {
                 drift_interval,
@@ -305,6 +277,7 @@ impl Config {
             },
             docker: Docker {
                 socket: raw.docker.socket,
+                registry_auth: raw.docker.registry_auth,
             },
         })
     }
@@ -312,6 +285,16 @@ impl Config {
     /// The bare repository tend fetches into.
     pub fn repo_dir(&self) -> PathBuf {
         self.paths.state.join("repo.git")
+    }
+
+    /// Materialized repository files for bind mounts.
+    pub fn files_dir(&self) -> PathBuf {
+        self.paths.state.join("files")
+    }
+
+    /// Persistent data directories (relative bind mounts not in the repository).
+    pub fn data_dir(&self) -> PathBuf {
+        self.paths.state.join("data")
     }
 
     /// The durable state file.
@@ -364,10 +347,8 @@ mod tests {
 
     #[test]
     fn layers_substitute_host_name() {
-        let c = parse(
-            "[source]\nurl = \"x\"\n[host]\nname = \"edge-017\"\nlayers = [\"common\", \"hosts/{name}/\"]\n",
-        )
-        .expect("valid");
+        let c = parse("[source]\nurl = \"x\"\n[host]\nname = \"edge-017\"\nlayers = [\"common\", \"hosts/{name}/\"]\n")
+            .expect("valid");
         assert_eq!(c.host.layers, vec!["common", "hosts/edge-017"]);
     }
 
@@ -387,11 +368,9 @@ mod tests {
 
     #[test]
     fn bad_duration_names_key() {
-        let e =
-            parse("[source]\nurl = \"x\"\npoll_interval = \"soon\"\n").expect_err("bad duration");
+        let e = parse("[source]\nurl = \"x\"\npoll_interval = \"soon\"\n").expect_err("bad duration");
         assert!(e.to_string().contains("source.poll_interval"), "{e}");
-        let e =
-            parse("[source]\nurl = \"x\"\n[apply]\ndrift_interval = \"0s\"\n").expect_err("zero");
+        let e = parse("[source]\nurl = \"x\"\n[apply]\ndrift_interval = \"0s\"\n").expect_err("zero");
         assert!(e.to_string().contains("apply.drift_interval"), "{e}");
     }
 
@@ -409,15 +388,13 @@ mod tests {
 
     #[test]
     fn layer_escaping_repo_is_refused() {
-        let e =
-            parse("[source]\nurl = \"x\"\n[host]\nlayers = [\"../etc\"]\n").expect_err("escape");
+        let e = parse("[source]\nurl = \"x\"\n[host]\nlayers = [\"../etc\"]\n").expect_err("escape");
         assert!(e.to_string().contains("host.layers"), "{e}");
     }
 
     #[test]
     fn relative_state_path_is_refused() {
-        let e =
-            parse("[source]\nurl = \"x\"\n[paths]\nstate = \"var/lib\"\n").expect_err("relative");
+        let e = parse("[source]\nurl = \"x\"\n[paths]\nstate = \"var/lib\"\n").expect_err("relative");
         assert!(e.to_string().contains("paths.state"), "{e}");
     }
 

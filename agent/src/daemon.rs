@@ -8,6 +8,7 @@ use crate::apply::{self, describe};
 use crate::config::Config;
 use crate::desired::{self, Desired, HostFacts};
 use crate::docker::{container_name, Engine};
+use crate::files;
 use crate::plan::{self, ObservedContainer};
 use crate::source::{self, Repo, SshOptions};
 use crate::state::{self, Applied, HistoryEntry, LastError, Refused, State};
@@ -46,9 +47,7 @@ pub struct Report {
 impl Report {
     /// The first problem as one line, if any.
     pub fn first_problem(&self) -> Option<String> {
-        self.problems
-            .first()
-            .map(|(step, msg)| format!("{step}: {msg}"))
+        self.problems.first().map(|(step, msg)| format!("{step}: {msg}"))
     }
 }
 
@@ -103,21 +102,18 @@ impl<E: Engine> Agent<E> {
             }
         }
         let tree = self.repo.tree(commit).map_err(|e| e.to_string())?;
-        let d = desired::load(&tree, &self.cfg.host.layers, &host_facts(&self.cfg))
-            .map_err(|e| e.to_string())?;
+        let d = desired::load(&tree, &self.cfg.host.layers, &host_facts(&self.cfg)).map_err(|e| e.to_string())?;
         let d = Arc::new(d);
         self.cache = Some((commit.to_owned(), d.clone()));
         Ok(d)
     }
 
     fn commit_info(&self, id: &str) -> source::CommitInfo {
-        self.repo
-            .commit_info(id)
-            .unwrap_or_else(|_| source::CommitInfo {
-                id: id.to_owned(),
-                subject: String::new(),
-                time: 0,
-            })
+        self.repo.commit_info(id).unwrap_or_else(|_| source::CommitInfo {
+            id: id.to_owned(),
+            subject: String::new(),
+            time: 0,
+        })
     }
 
     /// Run one cycle. With `fetch`, poll the source first; otherwise only correct drift.
@@ -151,11 +147,7 @@ impl<E: Engine> Agent<E> {
         let applied = self.state.applied.as_ref().map(|a| a.commit.id.clone());
         let mut target: Option<(String, Arc<Desired>)> = None;
         if let Some(tip) = tip {
-            let refused_already = self
-                .state
-                .refused
-                .as_ref()
-                .is_some_and(|r| r.commit.id == tip);
+            let refused_already = self.state.refused.as_ref().is_some_and(|r| r.commit.id == tip);
             if applied.as_deref() == Some(tip.as_str()) {
                 // Nothing new.
             } else if refused_already {
@@ -165,10 +157,9 @@ impl<E: Engine> Agent<E> {
                     .as_ref()
                     .map(|r| r.reason.clone())
                     .unwrap_or_default();
-                report.problems.push((
-                    "load".into(),
-                    format!("commit {} refused: {r}", short(&tip)),
-                ));
+                report
+                    .problems
+                    .push(("load".into(), format!("commit {} refused: {r}", short(&tip))));
             } else {
                 match tokio::task::block_in_place(|| self.load(&tip)) {
                     Ok(d) => target = Some((tip, d)),
@@ -189,10 +180,9 @@ impl<E: Engine> Agent<E> {
                             reason: reason.clone(),
                             since: state::now(),
                         });
-                        report.problems.push((
-                            "load".into(),
-                            format!("commit {} refused: {reason}", short(&tip)),
-                        ));
+                        report
+                            .problems
+                            .push(("load".into(), format!("commit {} refused: {reason}", short(&tip))));
                     }
                 }
             }
@@ -237,7 +227,25 @@ impl<E: Engine> Agent<E> {
         };
         let plan = plan::plan(desired, &observed, &self.state.specs);
         let is_new = applied != Some(rev);
-        let result = apply::apply(&self.engine, desired, &plan, rev).await;
+        if !desired.files.is_empty() {
+            let root = self.cfg.files_dir();
+            let written = tokio::task::block_in_place(|| {
+                let tree = self.repo.tree(rev).map_err(|e| e.to_string())?;
+                files::materialize(&tree, &desired.files, &root).map_err(|e| e.to_string())
+            });
+            match written {
+                Ok(n) if n > 0 => log::info!("materialized {n} repository path(s) for bind mounts"),
+                Ok(_) => {}
+                Err(e) => {
+                    report.problems.push(("files".into(), e));
+                    return;
+                }
+            }
+        }
+        let opts = apply::Options {
+            dependency_timeout: self.cfg.apply.timeout,
+        };
+        let result = apply::apply(&self.engine, desired, &plan, rev, &opts).await;
         let after = if plan.is_empty() {
             Ok(observed)
         } else {
@@ -257,20 +265,19 @@ impl<E: Engine> Agent<E> {
         };
         match result {
             Ok(done) => {
-                report.changes = done.len();
+                report.changes = done;
+                let keep = desired.files.keys().cloned().collect();
+                if let Err(e) = files::gc(&self.cfg.files_dir(), &keep) {
+                    log::warn!("cleaning materialized files: {e}");
+                }
                 if is_new {
-                    log::info!(
-                        "applied {} \"{}\" ({} changes)",
-                        short(rev),
-                        commit.subject,
-                        done.len()
-                    );
+                    log::info!("applied {} \"{}\" ({} changes)", short(rev), commit.subject, done);
                     self.state.record(HistoryEntry {
                         at: state::now(),
                         commit: rev.to_owned(),
                         subject: commit.subject.clone(),
                         outcome: "applied".into(),
-                        message: if done.is_empty() {
+                        message: if done == 0 {
                             "no changes".into()
                         } else {
                             reasons(&plan.steps)
@@ -284,12 +291,8 @@ impl<E: Engine> Agent<E> {
                     // A refusal of an older tip is history now.
                     self.state.refused = None;
                     self.state.warnings = desired.warnings.clone();
-                    self.state.specs = desired
-                        .services
-                        .values()
-                        .map(|s| (s.hash(), s.clone()))
-                        .collect();
-                } else if !done.is_empty() {
+                    self.state.specs = desired.services.values().map(|s| (s.hash(), s.clone())).collect();
+                } else if done > 0 {
                     log::warn!("drift corrected: {}", reasons(&plan.steps));
                     self.state.record(HistoryEntry {
                         at: state::now(),
@@ -302,7 +305,7 @@ impl<E: Engine> Agent<E> {
                 }
             }
             Err(failed) => {
-                report.changes = failed.done.len();
+                report.changes = failed.done;
                 let msg = format!("{}: {}", describe(&failed.step.action), failed.error);
                 log::error!("apply of {} failed: {msg}", short(rev));
                 self.state.record(HistoryEntry {
@@ -325,14 +328,11 @@ impl<E: Engine> Agent<E> {
             .map(|s| (s.name.clone(), s.image.clone()))
             .collect();
         self.state.set_containers(observed, &images);
-        for s in desired.services.keys() {
-            if !observed
-                .iter()
-                .any(|c| &c.service == s && c.project == desired.project)
-            {
+        for (s, spec) in &desired.services {
+            if !observed.iter().any(|c| &c.service == s && c.project == desired.project) {
                 self.state.containers.push(state::ContainerStatus {
                     service: s.clone(),
-                    name: container_name(&desired.project, s),
+                    name: container_name(&desired.project, spec),
                     id: String::new(),
                     state: "missing".into(),
                     status: String::new(),
@@ -351,8 +351,8 @@ impl<E: Engine> Agent<E> {
 
     /// Run until SIGTERM/SIGINT: poll on the poll interval, check drift on the drift interval.
     pub async fn run_loop(&mut self) -> Result<(), Error> {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|source| Error::Dir {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|source| Error::Dir {
                 path: "signal handler".into(),
                 source,
             })?;
@@ -364,8 +364,7 @@ impl<E: Engine> Agent<E> {
             let fetch = now >= next_poll;
             if fetch {
                 next_poll = now + jitter(poll);
-                self.state.source.next_poll =
-                    Some(state::now() + (next_poll - now).as_secs() as i64);
+                self.state.source.next_poll = Some(state::now() + (next_poll - now).as_secs() as i64);
             }
             let report = self.cycle(fetch).await;
             if let Some(p) = report.first_problem() {
@@ -403,10 +402,7 @@ mod tests {
     fn jitter_stays_within_ten_percent() {
         for _ in 0..100 {
             let j = jitter(Duration::from_secs(100));
-            assert!(
-                j >= Duration::from_secs(90) && j <= Duration::from_secs(110),
-                "{j:?}"
-            );
+            assert!(j >= Duration::from_secs(90) && j <= Duration::from_secs(110), "{j:?}");
         }
     }
 }

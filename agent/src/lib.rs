@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod desired;
 pub mod docker;
+pub mod files;
 pub mod logging;
 pub mod plan;
 pub mod source;

@@ -23,9 +23,8 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Run { once } => {
             let cfg = config::Config::load(&args.config)?;
-            std::fs::create_dir_all(&cfg.paths.state).with_context(|| {
-                format!("cannot create state dir {}", cfg.paths.state.display())
-            })?;
+            std::fs::create_dir_all(&cfg.paths.state)
+                .with_context(|| format!("cannot create state dir {}", cfg.paths.state.display()))?;
             let _lock = state::Lock::acquire(&cfg.paths.state)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -34,8 +33,14 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
                 .context("cannot start the async runtime")?;
             rt.block_on(async move {
                 let agent_id = docker::agent_id(&cfg.paths.state);
-                let engine =
-                    docker::DockerEngine::connect(cfg.docker.socket.as_deref(), &agent_id).await?;
+                let roots = docker::Roots {
+                    files: cfg.files_dir(),
+                    data: cfg.data_dir(),
+                };
+                let mut engine = docker::DockerEngine::connect(cfg.docker.socket.as_deref(), &agent_id, roots).await?;
+                if let Some(path) = &cfg.docker.registry_auth {
+                    engine = engine.with_credentials(docker::load_credentials(path).map_err(anyhow::Error::msg)?);
+                }
                 let mut agent = daemon::Agent::new(cfg, engine)?;
                 if once {
                     let report = agent.cycle(true).await;

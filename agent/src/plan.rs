@@ -1,9 +1,9 @@
 //! `plan(&Desired, &Observed) -> Plan`: the pure decision of what to change. No I/O here, so
 //! every rule is a table test.
 
-use crate::desired::compose::ServiceSpec;
+use crate::desired::spec::ServiceSpec;
 use crate::desired::Desired;
-use crate::docker::{container_name, default_network, volume_name};
+use crate::docker::container_name;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,6 +15,8 @@ pub enum ContainerState {
     Running,
     /// Running but its health check fails.
     Unhealthy,
+    /// Running, health check not decided yet.
+    Starting,
     /// Exited with a code.
     Exited {
         /// Exit code.
@@ -35,6 +37,7 @@ impl std::fmt::Display for ContainerState {
         match self {
             ContainerState::Running => f.write_str("running"),
             ContainerState::Unhealthy => f.write_str("unhealthy"),
+            ContainerState::Starting => f.write_str("starting"),
             ContainerState::Exited { code } => write!(f, "exited ({code})"),
             ContainerState::Created => f.write_str("created"),
             ContainerState::Restarting => f.write_str("restarting"),
@@ -59,6 +62,8 @@ pub struct ObservedContainer {
     pub spec_hash: String,
     /// `io.tend.revision`.
     pub revision: String,
+    /// The image the container runs (`sha256:...`).
+    pub image_id: String,
     /// State.
     pub state: ContainerState,
     /// The engine's human status, e.g. `Up 5 minutes`.
@@ -70,8 +75,8 @@ pub struct ObservedContainer {
 pub struct Observed {
     /// Owned containers, any state.
     pub containers: Vec<ObservedContainer>,
-    /// Owned networks by name.
-    pub networks: BTreeSet<String>,
+    /// Owned networks: name -> spec hash.
+    pub networks: BTreeMap<String, String>,
     /// Owned volumes by engine name.
     pub volumes: BTreeSet<String>,
 }
@@ -80,14 +85,19 @@ pub struct Observed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    /// Create the project's default network.
+    /// Create a declared network.
     CreateNetwork {
-        /// Network name.
+        /// Compose key.
+        network: String,
+    },
+    /// Remove a network this agent owns (no longer declared, or about to be recreated).
+    RemoveNetwork {
+        /// Engine name.
         name: String,
     },
-    /// Create a named volume.
+    /// Create a declared volume.
     CreateVolume {
-        /// Volume name as declared (unprefixed).
+        /// Compose key.
         volume: String,
     },
     /// Create and start a service's container.
@@ -142,34 +152,74 @@ impl Plan {
     }
 }
 
+/// The compose keys of the networks a service joins.
+fn attached(s: &ServiceSpec) -> Vec<&str> {
+    if s.network_mode.is_some() {
+        Vec::new()
+    } else if s.networks.is_empty() {
+        vec!["default"]
+    } else {
+        s.networks.keys().map(String::as_str).collect()
+    }
+}
+
 /// Decide what to change so the host matches `desired`.
 ///
 /// `previous` maps spec hashes of earlier applied services to their specs, only to explain
 /// replacements ("image a -> b"); the decision never depends on it.
-pub fn plan(
-    desired: &Desired,
-    observed: &Observed,
-    previous: &BTreeMap<String, ServiceSpec>,
-) -> Plan {
+pub fn plan(desired: &Desired, observed: &Observed, previous: &BTreeMap<String, ServiceSpec>) -> Plan {
     let mut steps = Vec::new();
     let project = desired.project.as_str();
 
-    // Containers tend owns that this revision does not declare (other project, removed service,
-    // or an extra copy of a declared one): removed first, so their names and ports are free.
-    let mut keep: BTreeMap<&str, &ObservedContainer> = BTreeMap::new();
-    for c in &observed.containers {
-        let declared = c.project == project && desired.services.contains_key(&c.service);
-        let canonical = declared && c.name == container_name(project, &c.service);
-        if canonical && !keep.contains_key(c.service.as_str()) {
-            keep.insert(c.service.as_str(), c);
-            continue;
+    // Networks whose config changed must be recreated, which needs their containers gone first.
+    let mut recreated: BTreeSet<&str> = BTreeSet::new();
+    for (key, net) in &desired.networks {
+        if let Some(hash) = observed.networks.get(&net.name) {
+            if !net.external && *hash != net.hash() {
+                recreated.insert(key.as_str());
+            }
         }
-        let reason = if !declared {
+    }
+    let on_recreated = |s: &ServiceSpec| attached(s).iter().any(|k| recreated.contains(k));
+
+    // Containers this agent owns that this revision does not declare (other project, removed
+    // service, or an extra copy of a declared one) are removed first, so names and ports are
+    // free; so are the containers on a network that is recreated.
+    let mut keep: BTreeMap<&str, &ObservedContainer> = BTreeMap::new();
+    let mut recreate_services: BTreeSet<&str> = BTreeSet::new();
+    for c in &observed.containers {
+        let spec = (c.project == project)
+            .then(|| desired.services.get(&c.service))
+            .flatten();
+        let canonical = spec.is_some_and(|s| c.name == container_name(project, s));
+        if let (Some(s), true) = (spec, canonical) {
+            if on_recreated(s) {
+                recreate_services.insert(s.name.as_str());
+                steps.push(Step {
+                    action: Action::Remove {
+                        name: c.name.clone(),
+                        container_id: c.id.clone(),
+                    },
+                    reason: "its network's config changed; the network is recreated".into(),
+                });
+                continue;
+            }
+            if !keep.contains_key(c.service.as_str()) {
+                keep.insert(c.service.as_str(), c);
+                continue;
+            }
+        }
+        let reason = if spec.is_none() {
             if c.project != project {
                 format!("project {:?} is no longer declared", c.project)
             } else {
                 format!("service {:?} is no longer declared", c.service)
             }
+        } else if !canonical {
+            format!(
+                "container name differs from {:?}",
+                spec.map(|s| container_name(project, s)).unwrap_or_default()
+            )
         } else {
             format!("duplicate container for service {:?}", c.service)
         };
@@ -182,19 +232,40 @@ pub fn plan(
         });
     }
 
-    if !desired.services.is_empty() {
-        let network = default_network(project);
-        if !observed.networks.contains(&network) {
+    // Networks: remove what is no longer declared or must be recreated, then create.
+    let declared: BTreeSet<&str> = desired.networks.values().map(|n| n.name.as_str()).collect();
+    for name in observed.networks.keys() {
+        if !declared.contains(name.as_str()) {
             steps.push(Step {
-                action: Action::CreateNetwork { name: network },
-                reason: "project network missing".into(),
+                action: Action::RemoveNetwork { name: name.clone() },
+                reason: "network no longer declared".into(),
             });
         }
     }
-    for v in &desired.volumes {
-        if !observed.volumes.contains(&volume_name(project, v)) {
+    for (key, net) in &desired.networks {
+        if net.external {
+            continue;
+        }
+        if recreated.contains(key.as_str()) {
             steps.push(Step {
-                action: Action::CreateVolume { volume: v.clone() },
+                action: Action::RemoveNetwork { name: net.name.clone() },
+                reason: "network config changed".into(),
+            });
+            steps.push(Step {
+                action: Action::CreateNetwork { network: key.clone() },
+                reason: "network config changed".into(),
+            });
+        } else if !observed.networks.contains_key(&net.name) {
+            steps.push(Step {
+                action: Action::CreateNetwork { network: key.clone() },
+                reason: "network missing".into(),
+            });
+        }
+    }
+    for (key, vol) in &desired.volumes {
+        if !vol.external && !observed.volumes.contains(&vol.name) {
+            steps.push(Step {
+                action: Action::CreateVolume { volume: key.clone() },
                 reason: "declared volume missing".into(),
             });
         }
@@ -210,12 +281,8 @@ pub fn plan(
                 action: Action::Create {
                     service: service.clone(),
                 },
-                reason: if observed
-                    .containers
-                    .iter()
-                    .any(|c| c.service == *service && c.project == project)
-                {
-                    "container has a non-standard name".into()
+                reason: if recreate_services.contains(service.as_str()) {
+                    "its network was recreated".into()
                 } else {
                     "container missing".into()
                 },
@@ -233,6 +300,7 @@ pub fn plan(
             Some(c) => match &c.state {
                 ContainerState::Running
                 | ContainerState::Unhealthy
+                | ContainerState::Starting
                 | ContainerState::Restarting => {}
                 ContainerState::Exited { code: 0 } if spec.restart == "no" => {
                     // A one-shot service that finished: done, not drift.
@@ -286,11 +354,12 @@ mod tests {
     fn running(d: &Desired, service: &str) -> ObservedContainer {
         ObservedContainer {
             id: format!("id-{service}"),
-            name: container_name(&d.project, service),
+            name: container_name(&d.project, &d.services[service]),
             project: d.project.clone(),
             service: service.into(),
             spec_hash: d.services[service].hash(),
             revision: "r1".into(),
+            image_id: "sha256:1".into(),
             state: ContainerState::Running,
             status: "Up".into(),
         }
@@ -299,12 +368,8 @@ mod tests {
     fn converged(d: &Desired) -> Observed {
         Observed {
             containers: d.services.keys().map(|s| running(d, s)).collect(),
-            networks: [default_network(&d.project)].into(),
-            volumes: d
-                .volumes
-                .iter()
-                .map(|v| volume_name(&d.project, v))
-                .collect(),
+            networks: d.networks.values().map(|n| (n.name.clone(), n.hash())).collect(),
+            volumes: d.volumes.values().map(|v| v.name.clone()).collect(),
         }
     }
 
@@ -319,17 +384,11 @@ mod tests {
             actions,
             vec![
                 &Action::CreateNetwork {
-                    name: "p_default".into()
+                    network: "default".into()
                 },
-                &Action::CreateVolume {
-                    volume: "data".into()
-                },
-                &Action::Create {
-                    service: "db".into()
-                },
-                &Action::Create {
-                    service: "web".into()
-                },
+                &Action::CreateVolume { volume: "data".into() },
+                &Action::Create { service: "db".into() },
+                &Action::Create { service: "web".into() },
             ]
         );
         assert_eq!(p.steps[2].reason, "container missing");
@@ -345,11 +404,7 @@ mod tests {
     fn changed_spec_replaces_only_that_service_with_reason() {
         let old = desired(TWO);
         let new = desired(&TWO.replace("nginx:1.25", "nginx:1.27"));
-        let previous: BTreeMap<String, ServiceSpec> = old
-            .services
-            .values()
-            .map(|s| (s.hash(), s.clone()))
-            .collect();
+        let previous: BTreeMap<String, ServiceSpec> = old.services.values().map(|s| (s.hash(), s.clone())).collect();
         let p = plan(&new, &converged(&old), &previous);
         assert_eq!(p.steps.len(), 1);
         assert_eq!(
@@ -359,10 +414,7 @@ mod tests {
                 container_id: "id-web".into()
             }
         );
-        assert_eq!(
-            p.steps[0].reason,
-            "spec changed: image nginx:1.25 -> nginx:1.27"
-        );
+        assert_eq!(p.steps[0].reason, "spec changed: image nginx:1.25 -> nginx:1.27");
         // Without history the reason is still given.
         assert_eq!(
             plan(&new, &converged(&old), &BTreeMap::new()).steps[0].reason,
@@ -432,12 +484,7 @@ mod tests {
         o.containers.retain(|c| c.service != "web");
         let p = plan(&d, &o, &BTreeMap::new());
         assert_eq!(p.steps.len(), 1);
-        assert_eq!(
-            p.steps[0].action,
-            Action::Create {
-                service: "web".into()
-            }
-        );
+        assert_eq!(p.steps[0].action, Action::Create { service: "web".into() });
     }
 
     #[test]
@@ -476,5 +523,46 @@ mod tests {
         assert_eq!(p.steps.len(), 2);
         assert!(matches!(p.steps[0].action, Action::CreateNetwork { .. }));
         assert!(matches!(p.steps[1].action, Action::CreateVolume { .. }));
+    }
+
+    #[test]
+    fn changed_network_config_recreates_network_and_its_containers() {
+        let old = desired("services:\n  a: {image: x, networks: [n]}\n  b: {image: x}\nnetworks:\n  n: {}\n");
+        let new =
+            desired("services:\n  a: {image: x, networks: [n]}\n  b: {image: x}\nnetworks:\n  n: {internal: true}\n");
+        let p = plan(&new, &converged(&old), &BTreeMap::new());
+        let got: Vec<String> = p.steps.iter().map(|s| format!("{:?}", s.action)).collect();
+        assert_eq!(
+            got,
+            vec![
+                "Remove { name: \"p-a-1\", container_id: \"id-a\" }",
+                "RemoveNetwork { name: \"p_n\" }",
+                "CreateNetwork { network: \"n\" }",
+                "Create { service: \"a\" }",
+            ],
+            "b stays: its network is unchanged"
+        );
+    }
+
+    #[test]
+    fn undeclared_network_is_removed_and_external_never_created() {
+        let old = desired("services:\n  a: {image: x, networks: [n]}\nnetworks:\n  n: {}\n");
+        let new =
+            desired("services:\n  a: {image: x, networks: [ext]}\nnetworks:\n  ext: {external: true, name: shared}\n");
+        let p = plan(&new, &converged(&old), &BTreeMap::new());
+        assert!(p
+            .steps
+            .iter()
+            .any(|s| s.action == Action::RemoveNetwork { name: "p_n".into() }));
+        assert!(!p.steps.iter().any(|s| matches!(s.action, Action::CreateNetwork { .. })));
+    }
+
+    #[test]
+    fn container_name_change_replaces_the_container() {
+        let old = desired("services:\n  a: {image: x}\n");
+        let new = desired("services:\n  a: {image: x, container_name: fixed}\n");
+        let p = plan(&new, &converged(&old), &BTreeMap::new());
+        assert!(matches!(&p.steps[0].action, Action::Remove { name, .. } if name == "p-a-1"));
+        assert_eq!(p.steps[1].action, Action::Create { service: "a".into() });
     }
 }

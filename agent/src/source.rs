@@ -1,7 +1,7 @@
 //! The Git side: fetch the followed branch into a bare repository in the state dir, and read
 //! files straight from a commit's tree (never a checkout).
 
-use crate::desired::{Tree, TreeError};
+use crate::desired::{Entry, EntryKind, FileData, Tree, TreeError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -106,8 +106,7 @@ impl Repo {
 
     /// Open an existing repository (bare or not) for reading, e.g. for `tend verify --repo`.
     pub fn open(path: &Path) -> Result<Repo, Error> {
-        let repo =
-            gix::open_opts(path, gix::open::Options::isolated()).map_err(|e| repo_err(path, e))?;
+        let repo = gix::open_opts(path, gix::open::Options::isolated()).map_err(|e| repo_err(path, e))?;
         Ok(Repo {
             repo,
             path: path.to_owned(),
@@ -135,7 +134,9 @@ impl Repo {
                     .map_err(|e| repo_err(&self.path, e))
             };
             if ssh.key.is_some() || ssh.known_hosts.is_some() {
-                let mut cmd = String::from("ssh -o BatchMode=yes -o ConnectTimeout=20 -o ServerAliveInterval=10 -o ServerAliveCountMax=3");
+                let mut cmd = String::from(
+                    "ssh -o BatchMode=yes -o ConnectTimeout=20 -o ServerAliveInterval=10 -o ServerAliveCountMax=3",
+                );
                 if let Some(k) = &ssh.key {
                     cmd.push_str(&format!(
                         " -o IdentitiesOnly=yes -i {}",
@@ -178,8 +179,7 @@ impl Repo {
             .find_map(|m| match &m.remote {
                 gix::remote::fetch::refmap::Source::Ref(r) => {
                     let (name, target, _) = r.unpack();
-                    (name == format!("refs/heads/{branch}").as_str())
-                        .then(|| target.map(|t| t.to_string()))
+                    (name == format!("refs/heads/{branch}").as_str()).then(|| target.map(|t| t.to_string()))
                 }
                 _ => None,
             })
@@ -258,6 +258,68 @@ impl Tree for CommitTree<'_> {
         }
         let object = entry.object().map_err(|e| err(&e))?;
         Ok(Some(object.detach().data))
+    }
+
+    fn entry(&self, path: &str) -> Result<Option<Entry>, TreeError> {
+        let err = |e: &dyn std::fmt::Display| TreeError {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        let entry = self.tree.lookup_entry_by_path(path).map_err(|e| err(&e))?;
+        Ok(entry.map(|e| Entry {
+            kind: if e.mode().is_tree() {
+                EntryKind::Dir
+            } else {
+                EntryKind::File
+            },
+            id: e.object_id().to_string(),
+        }))
+    }
+
+    fn files_under(&self, path: &str) -> Result<Vec<FileData>, TreeError> {
+        let err = |e: &dyn std::fmt::Display| TreeError {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        let entry = self
+            .tree
+            .lookup_entry_by_path(path)
+            .map_err(|e| err(&e))?
+            .ok_or_else(|| err(&"no such path"))?;
+        let mut out = Vec::new();
+        if !entry.mode().is_tree() {
+            let mode = entry.mode();
+            let data = entry.object().map_err(|e| err(&e))?.detach().data;
+            out.push(FileData {
+                path: String::new(),
+                executable: mode.is_executable(),
+                symlink: mode.is_link(),
+                data,
+            });
+            return Ok(out);
+        }
+        let mut stack = vec![(String::new(), entry.object().map_err(|e| err(&e))?.into_tree())];
+        while let Some((prefix, tree)) = stack.pop() {
+            for e in tree.iter() {
+                let e = e.map_err(|e| err(&e))?;
+                let name = format!("{prefix}{}", e.filename());
+                let mode = e.mode();
+                let object = e.object().map_err(|e| err(&e))?;
+                if mode.is_tree() {
+                    stack.push((format!("{name}/"), object.into_tree()));
+                } else if mode.is_commit() {
+                    // Submodules are not part of the commit's content.
+                } else {
+                    out.push(FileData {
+                        path: name,
+                        executable: mode.is_executable(),
+                        symlink: mode.is_link(),
+                        data: object.detach().data,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -206,9 +206,7 @@ impl State {
             f.sync_all().map_err(io)?;
         }
         std::fs::rename(&tmp, path).map_err(io)?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         Ok(())
     }
 
@@ -219,11 +217,7 @@ impl State {
     }
 
     /// Record the observed containers.
-    pub fn set_containers(
-        &mut self,
-        observed: &[ObservedContainer],
-        images: &BTreeMap<String, String>,
-    ) {
+    pub fn set_containers(&mut self, observed: &[ObservedContainer], images: &BTreeMap<String, String>) {
         self.containers = observed
             .iter()
             .map(|c| ContainerStatus {
@@ -332,10 +326,7 @@ mod tests {
     fn lock_is_exclusive() {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = Lock::acquire(dir.path()).expect("first lock");
-        assert!(matches!(
-            Lock::acquire(dir.path()),
-            Err(Error::Locked { .. })
-        ));
+        assert!(matches!(Lock::acquire(dir.path()), Err(Error::Locked { .. })));
         drop(first);
         assert!(Lock::acquire(dir.path()).is_ok());
     }

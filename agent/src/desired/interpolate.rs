@@ -187,10 +187,7 @@ pub fn parse_dotenv(text: &str, base: &Vars) -> Result<Vars, (usize, String)> {
         }
         let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
         let Some((key, value)) = line.split_once('=') else {
-            return Err((
-                line_no,
-                format!("expected KEY=VALUE, found {:?}", truncate(line)),
-            ));
+            return Err((line_no, format!("expected KEY=VALUE, found {:?}", truncate(line))));
         };
         let key = key.trim();
         if key.is_empty()
@@ -202,9 +199,7 @@ pub fn parse_dotenv(text: &str, base: &Vars) -> Result<Vars, (usize, String)> {
         }
         let value = value.trim_start();
         let parsed = if let Some(v) = value.strip_prefix('\'') {
-            let end = v
-                .find('\'')
-                .ok_or((line_no, "unterminated single quote".to_owned()))?;
+            let end = v.find('\'').ok_or((line_no, "unterminated single quote".to_owned()))?;
             v[..end].to_owned()
         } else if let Some(v) = value.strip_prefix('"') {
             let mut out = String::new();
@@ -238,8 +233,7 @@ pub fn parse_dotenv(text: &str, base: &Vars) -> Result<Vars, (usize, String)> {
             };
             let mut scope = base.clone();
             scope.extend(vars.clone());
-            interpolate(v.trim_end(), &scope, &mut Vec::new())
-                .map_err(|e| (line_no, e.to_string()))?
+            interpolate(v.trim_end(), &scope, &mut Vec::new()).map_err(|e| (line_no, e.to_string()))?
         };
         vars.insert(key.to_owned(), parsed);
     }

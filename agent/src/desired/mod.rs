@@ -5,17 +5,61 @@
 
 pub mod compose;
 pub mod interpolate;
+pub mod spec;
 pub mod yaml;
 
-use compose::ServiceSpec;
+use compose::{RepoFile, ServiceSpec};
 use interpolate::Vars;
+use spec::{NetworkSpec, VolumeSpec};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// File or directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file (or symlink).
+    File,
+    /// A directory.
+    Dir,
+}
+
+/// An entry of a revision's tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// File or directory.
+    pub kind: EntryKind,
+    /// An id that changes whenever the content changes (the Git object id).
+    pub id: String,
+}
 
 /// Read-only access to the files of one revision.
 pub trait Tree {
     /// The bytes of the file at `path` (relative to the repository root, `/`-separated), or
     /// `None` when there is no such file.
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TreeError>;
+    /// What is at `path`, if anything.
+    fn entry(&self, path: &str) -> Result<Option<Entry>, TreeError>;
+    /// Every file at or under `path` (a file gives one entry with an empty relative path).
+    fn files_under(&self, path: &str) -> Result<Vec<FileData>, TreeError>;
+}
+
+/// One file of a tree, for materializing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileData {
+    /// Path relative to the directory asked for (empty for the file itself).
+    pub path: String,
+    /// Mode 755 in Git.
+    pub executable: bool,
+    /// A symbolic link; `data` is its target.
+    pub symlink: bool,
+    /// Content.
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for FileData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print content: it may be sensitive.
+        write!(f, "FileData({:?}, {} bytes)", self.path, self.data.len())
+    }
 }
 
 /// A failure to read the revision's files (not a missing file).
@@ -85,8 +129,12 @@ pub struct Desired {
     pub project: String,
     /// Services by name, after layering.
     pub services: BTreeMap<String, ServiceSpec>,
-    /// Named volumes (unprefixed).
-    pub volumes: BTreeSet<String>,
+    /// Named volumes by compose key, engine names resolved.
+    pub volumes: BTreeMap<String, VolumeSpec>,
+    /// Networks by compose key (including `default` when a service uses it), engine names resolved.
+    pub networks: BTreeMap<String, NetworkSpec>,
+    /// Repository files to materialize for bind mounts, by mount source.
+    pub files: BTreeMap<String, RepoFile>,
     /// Services in start order (dependencies first).
     pub start_order: Vec<String>,
     /// Non-fatal notes for the operator.
@@ -106,9 +154,7 @@ fn read_text(tree: &dyn Tree, path: &str) -> Result<Option<String>, Error> {
         None => Ok(None),
         Some(bytes) => String::from_utf8(bytes)
             .map(Some)
-            .map_err(|_| Error::Encoding {
-                file: path.to_owned(),
-            }),
+            .map_err(|_| Error::Encoding { file: path.to_owned() }),
     }
 }
 
@@ -116,7 +162,9 @@ fn read_text(tree: &dyn Tree, path: &str) -> Result<Option<String>, Error> {
 /// service of the same name.
 pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts) -> Result<Desired, Error> {
     let mut services: BTreeMap<String, ServiceSpec> = BTreeMap::new();
-    let mut volumes = BTreeSet::new();
+    let mut volumes: BTreeMap<String, VolumeSpec> = BTreeMap::new();
+    let mut networks: BTreeMap<String, NetworkSpec> = BTreeMap::new();
+    let mut files = BTreeMap::new();
     let mut warnings = Vec::new();
     let mut project = None;
     let mut found = false;
@@ -125,12 +173,10 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts) -> Result<Desi
         vars.insert("TEND_HOST".into(), host.name.clone());
         let env_path = join(layer, ".env");
         if let Some(text) = read_text(tree, &env_path)? {
-            let env = interpolate::parse_dotenv(&text, &vars).map_err(|(line, message)| {
-                Error::Dotenv {
-                    file: env_path.clone(),
-                    line,
-                    message,
-                }
+            let env = interpolate::parse_dotenv(&text, &vars).map_err(|(line, message)| Error::Dotenv {
+                file: env_path.clone(),
+                line,
+                message,
             })?;
             vars.extend(env);
         }
@@ -147,17 +193,28 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts) -> Result<Desi
                 break;
             }
         }
-        let Some((path, text)) = compose_text else {
-            continue;
-        };
+        let Some((path, text)) = compose_text else { continue };
         found = true;
-        let inherited: Vec<String> = volumes.iter().cloned().collect();
-        let file = compose::parse_layer(&path, &text, &vars, &inherited)?;
+        let inherited_volumes: Vec<String> = volumes.keys().cloned().collect();
+        let inherited_networks: Vec<String> = networks.keys().cloned().collect();
+        let file = compose::parse_layer(
+            &compose::Layer {
+                file: &path,
+                dir: layer,
+                vars: &vars,
+                tree,
+                inherited_volumes: &inherited_volumes,
+                inherited_networks: &inherited_networks,
+            },
+            &text,
+        )?;
         warnings.extend(file.warnings);
         if file.name.is_some() {
             project = file.name;
         }
         volumes.extend(file.volumes);
+        networks.extend(file.networks);
+        files.extend(file.files);
         for s in file.services {
             services.insert(s.name.clone(), s);
         }
@@ -167,21 +224,60 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts) -> Result<Desi
             layers: layers.to_vec(),
         });
     }
+    let project = project.unwrap_or_else(|| host.project.clone());
+    // Engine names, as compose derives them.
+    for (key, v) in volumes.iter_mut() {
+        if v.name.is_empty() {
+            v.name = format!("{project}_{key}");
+        }
+    }
+    if services
+        .values()
+        .any(|s| s.network_mode.is_none() && (s.networks.is_empty() || s.networks.contains_key("default")))
+    {
+        networks.entry("default".into()).or_default();
+    }
+    for (key, n) in networks.iter_mut() {
+        if n.name.is_empty() {
+            n.name = format!("{project}_{key}");
+        }
+    }
+    // Only the files some service still mounts (a later layer may have replaced the service).
+    let used: BTreeSet<&str> = services
+        .values()
+        .flat_map(|s| s.volumes.iter())
+        .filter(|m| m.kind == spec::MountKind::Repo)
+        .map(|m| m.source.as_str())
+        .collect();
+    files.retain(|k, _| used.contains(k.as_str()));
     for s in services.values() {
-        for m in &s.volumes {
-            if m.kind == compose::MountKind::Volume && !volumes.contains(&m.source) {
+        if let Some(other) = s.network_mode.as_deref().and_then(|m| m.strip_prefix("service:")) {
+            if !services.contains_key(other) {
                 return Err(Error::Dependency {
                     service: s.name.clone(),
-                    message: format!("volume {:?} is not declared in any layer", m.source),
+                    message: format!("network_mode service:{other} names a service no layer declares"),
+                });
+            }
+        }
+    }
+    let mut names: BTreeMap<String, &str> = BTreeMap::new();
+    for s in services.values() {
+        if let Some(n) = &s.container_name {
+            if let Some(other) = names.insert(n.clone(), &s.name) {
+                return Err(Error::Dependency {
+                    service: s.name.clone(),
+                    message: format!("container_name {n:?} is also used by service {other:?}"),
                 });
             }
         }
     }
     let start_order = start_order(&services)?;
     Ok(Desired {
-        project: project.unwrap_or_else(|| host.project.clone()),
+        project,
         services,
         volumes,
+        networks,
+        files,
         start_order,
         warnings,
     })
@@ -189,8 +285,16 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts) -> Result<Desi
 
 /// Dependencies first; ties broken by name so the order is stable.
 fn start_order(services: &BTreeMap<String, ServiceSpec>) -> Result<Vec<String>, Error> {
+    // `network_mode: service:X` needs X first, like a dependency.
+    let deps = |s: &ServiceSpec| -> Vec<String> {
+        let mut d: Vec<String> = s.dependency_names().map(str::to_owned).collect();
+        if let Some(x) = s.network_mode.as_deref().and_then(|m| m.strip_prefix("service:")) {
+            d.push(x.to_owned());
+        }
+        d
+    };
     for s in services.values() {
-        for d in &s.depends_on {
+        for d in &deps(s) {
             if !services.contains_key(d) {
                 return Err(Error::Dependency {
                     service: s.name.clone(),
@@ -205,7 +309,7 @@ fn start_order(services: &BTreeMap<String, ServiceSpec>) -> Result<Vec<String>, 
         let ready: Vec<&str> = services
             .values()
             .filter(|s| !done.contains(s.name.as_str()))
-            .filter(|s| s.depends_on.iter().all(|d| done.contains(d.as_str())))
+            .filter(|s| deps(s).iter().all(|d| done.contains(d.as_str())))
             .map(|s| s.name.as_str())
             .collect();
         if ready.is_empty() {
@@ -235,10 +339,7 @@ impl Tree for DirTree {
         let full = self.0.join(path);
         match std::fs::read(&full) {
             Ok(b) => Ok(Some(b)),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    || e.kind() == std::io::ErrorKind::NotADirectory =>
-            {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::NotADirectory => {
                 Ok(None)
             }
             Err(e) => Err(TreeError {
@@ -246,6 +347,63 @@ impl Tree for DirTree {
                 message: e.to_string(),
             }),
         }
+    }
+
+    fn entry(&self, path: &str) -> Result<Option<Entry>, TreeError> {
+        let full = self.0.join(path);
+        match std::fs::metadata(&full) {
+            Ok(m) => Ok(Some(Entry {
+                kind: if m.is_dir() { EntryKind::Dir } else { EntryKind::File },
+                // Offline validation only needs existence; the path stands in for an id.
+                id: spec::hash_of(&path)[..16].to_owned(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::NotADirectory => {
+                Ok(None)
+            }
+            Err(e) => Err(TreeError {
+                path: path.to_owned(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    fn files_under(&self, path: &str) -> Result<Vec<FileData>, TreeError> {
+        use std::os::unix::fs::PermissionsExt;
+        let err = |e: std::io::Error| TreeError {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        let root = self.0.join(path);
+        let mut out = Vec::new();
+        let mut stack = vec![(root.clone(), String::new())];
+        while let Some((dir, rel)) = stack.pop() {
+            let meta = std::fs::symlink_metadata(&dir).map_err(err)?;
+            if !meta.is_dir() {
+                let symlink = meta.file_type().is_symlink();
+                let data = if symlink {
+                    std::fs::read_link(&dir)
+                        .map_err(err)?
+                        .into_os_string()
+                        .into_encoded_bytes()
+                } else {
+                    std::fs::read(&dir).map_err(err)?
+                };
+                out.push(FileData {
+                    path: rel,
+                    executable: meta.permissions().mode() & 0o111 != 0,
+                    symlink,
+                    data,
+                });
+                continue;
+            }
+            for e in std::fs::read_dir(&dir).map_err(err)? {
+                let e = e.map_err(err)?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let child_rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+                stack.push((e.path(), child_rel));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -260,15 +418,49 @@ pub(crate) mod tests {
         fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TreeError> {
             Ok(self.0.get(path).map(|s| s.as_bytes().to_vec()))
         }
+
+        fn entry(&self, path: &str) -> Result<Option<Entry>, TreeError> {
+            if let Some(content) = self.0.get(path) {
+                return Ok(Some(Entry {
+                    kind: EntryKind::File,
+                    id: spec::hash_of(content)[..16].to_owned(),
+                }));
+            }
+            let prefix = format!("{path}/");
+            let inside: Vec<(&String, &String)> = self.0.iter().filter(|(k, _)| k.starts_with(&prefix)).collect();
+            Ok((!inside.is_empty()).then(|| Entry {
+                kind: EntryKind::Dir,
+                id: spec::hash_of(&inside)[..16].to_owned(),
+            }))
+        }
+
+        fn files_under(&self, path: &str) -> Result<Vec<FileData>, TreeError> {
+            if let Some(content) = self.0.get(path) {
+                return Ok(vec![FileData {
+                    path: String::new(),
+                    executable: false,
+                    symlink: false,
+                    data: content.as_bytes().to_vec(),
+                }]);
+            }
+            let prefix = format!("{path}/");
+            Ok(self
+                .0
+                .iter()
+                .filter_map(|(k, v)| {
+                    k.strip_prefix(&prefix).map(|rel| FileData {
+                        path: rel.to_owned(),
+                        executable: false,
+                        symlink: false,
+                        data: v.as_bytes().to_vec(),
+                    })
+                })
+                .collect())
+        }
     }
 
     pub fn tree(files: &[(&str, &str)]) -> MapTree {
-        MapTree(
-            files
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
+        MapTree(files.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
     }
 
     fn host() -> HostFacts {
@@ -285,10 +477,7 @@ pub(crate) mod tests {
                 "common/compose.yaml",
                 "services:\n  a: {image: \"x:1\"}\n  b: {image: y}\n",
             ),
-            (
-                "hosts/edge-1/compose.yaml",
-                "services:\n  a: {image: \"x:2\"}\n",
-            ),
+            ("hosts/edge-1/compose.yaml", "services:\n  a: {image: \"x:2\"}\n"),
         ]);
         let d = load(&t, &["common".into(), "hosts/edge-1".into()], &host()).expect("valid");
         assert_eq!(d.services["a"].image, "x:2");
@@ -300,17 +489,17 @@ pub(crate) mod tests {
     fn missing_layers_are_skipped_but_not_all() {
         let t = tree(&[("common/compose.yaml", "services:\n  a: {image: x}\n")]);
         assert!(load(&t, &["common".into(), "hosts/none".into()], &host()).is_ok());
-        assert!(matches!(
-            load(&t, &["nope".into()], &host()),
-            Err(Error::Empty { .. })
-        ));
+        assert!(matches!(load(&t, &["nope".into()], &host()), Err(Error::Empty { .. })));
     }
 
     #[test]
     fn dotenv_and_host_facts_interpolate() {
         let t = tree(&[
             (".env", "TAG=3\n"),
-            ("compose.yaml", "name: demo\nservices:\n  a:\n    image: \"x:${TAG}\"\n    environment: [\"H=${TEND_HOST}\"]\n"),
+            (
+                "compose.yaml",
+                "name: demo\nservices:\n  a:\n    image: \"x:${TAG}\"\n    environment: [\"H=${TEND_HOST}\"]\n",
+            ),
         ]);
         let d = load(&t, &[".".into()], &host()).expect("valid");
         assert_eq!(d.services["a"].image, "x:3");
@@ -330,10 +519,7 @@ pub(crate) mod tests {
 
     #[test]
     fn dependency_errors() {
-        let t = tree(&[(
-            "compose.yaml",
-            "services:\n  web: {image: x, depends_on: [nope]}\n",
-        )]);
+        let t = tree(&[("compose.yaml", "services:\n  web: {image: x, depends_on: [nope]}\n")]);
         assert!(matches!(
             load(&t, &[".".into()], &host()),
             Err(Error::Dependency { .. })
@@ -348,14 +534,8 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_dotenv_names_file_and_line() {
-        let t = tree(&[
-            ("l/.env", "A=1\nbroken\n"),
-            ("l/compose.yaml", "services: {}\n"),
-        ]);
+        let t = tree(&[("l/.env", "A=1\nbroken\n"), ("l/compose.yaml", "services: {}\n")]);
         let e = load(&t, &["l".into()], &host()).expect_err("bad env");
-        assert_eq!(
-            e.to_string(),
-            "l/.env:2: expected KEY=VALUE, found \"broken\""
-        );
+        assert_eq!(e.to_string(), "l/.env:2: expected KEY=VALUE, found \"broken\"");
     }
 }

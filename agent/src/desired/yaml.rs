@@ -189,11 +189,7 @@ impl Builder {
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq {
-                        line,
-                        anchor,
-                        items,
-                    }) => (
+                    Some(Frame::Seq { line, anchor, items }) => (
                         Node {
                             line,
                             value: Value::Seq(items),
@@ -201,10 +197,7 @@ impl Builder {
                         anchor,
                     ),
                     Some(Frame::Map {
-                        line,
-                        anchor,
-                        entries,
-                        ..
+                        line, anchor, entries, ..
                     }) => (
                         Node {
                             line,
@@ -239,9 +232,7 @@ impl Builder {
                 Ok(())
             }
             Some(Frame::Map {
-                entries,
-                pending_key,
-                ..
+                entries, pending_key, ..
             }) => {
                 match pending_key.take() {
                     None => {
@@ -314,8 +305,7 @@ mod tests {
 
     #[test]
     fn lines_are_recorded() {
-        let doc = parse("services:\n  web:\n    image: nginx\n    ports:\n      - \"80:80\"\n")
-            .expect("valid");
+        let doc = parse("services:\n  web:\n    image: nginx\n    ports:\n      - \"80:80\"\n").expect("valid");
         let web = doc.get("services").and_then(|s| s.get("web")).expect("web");
         assert_eq!(web.get("image").map(|n| n.line), Some(3));
         let ports = web.get("ports").and_then(Node::as_seq).expect("ports");
@@ -338,10 +328,9 @@ mod tests {
 
     #[test]
     fn anchors_and_merge_keys() {
-        let doc = parse(
-            "x-base: &base\n  restart: always\n  image: a\nservices:\n  web:\n    <<: *base\n    image: b\n",
-        )
-        .expect("valid");
+        let doc =
+            parse("x-base: &base\n  restart: always\n  image: a\nservices:\n  web:\n    <<: *base\n    image: b\n")
+                .expect("valid");
         let web = doc.get("services").and_then(|s| s.get("web")).expect("web");
         assert_eq!(web.get("image").and_then(Node::as_str), Some("b"));
         assert_eq!(web.get("restart").and_then(Node::as_str), Some("always"));
