@@ -3,7 +3,8 @@
 #
 #   1. builds tend and a tiny local image (no registry needed),
 #   2. makes a Git repository from examples/fleet (the "fleet repo" an operator would push to),
-#   3. writes a host config for edge-017 that follows it,
+#      with a commit signed by an SSH key it generates (the operator's signing key),
+#   3. writes a host config for edge-017 that follows it and trusts that key,
 #   4. runs one reconcile cycle (`tend run --once`) and prints `tend status`.
 #
 # Everything lives under $QS (default /tmp/tend-quickstart); containers are in compose project
@@ -19,16 +20,20 @@ tend=$top/target/debug/tend
 
 rm -rf "$QS/repo" "$QS/fleet.git" "$QS/state"
 mkdir -p "$QS"
+# The operator's signing key, and the host's list of keys it trusts.
+[ -f "$QS/signing_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C ops@example.invalid -f "$QS/signing_ed25519"
+echo "ops@example.invalid namespaces=\"git\" $(cut -d' ' -f1,2 "$QS/signing_ed25519.pub")" >"$QS/allowed_signers"
 cp -r "$here/fleet" "$QS/repo"
 git -C "$QS/repo" init -q -b main
 git -C "$QS/repo" add -A
-git -C "$QS/repo" -c user.name="Fleet Operator" -c user.email=ops@example.invalid -c commit.gpgsign=false \
-  commit -q -m "example fleet"
+git -C "$QS/repo" -c user.name="Fleet Operator" -c user.email=ops@example.invalid \
+  -c gpg.format=ssh -c user.signingkey="$QS/signing_ed25519" commit -q -S -m "example fleet"
 git clone -q --bare "$QS/repo" "$QS/fleet.git"
 
 sed -e "s#^url = .*#url = \"$QS/fleet.git\"#" \
     -e "s#^state = .*#state = \"$QS/state\"#" \
     -e "s#^runtime = .*#runtime = \"$QS/run\"#" \
+    -e "s#^allowed_signers = .*#allowed_signers = \"$QS/allowed_signers\"#" \
     "$here/tend.toml" >"$QS/tend.toml"
 
 echo "+ tend --config $QS/tend.toml run --once"

@@ -34,6 +34,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check that a commit is signed by a key this host trusts; prints the signer.
+    Verify {
+        /// Repository to read (default: the agent's own, from the config).
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        /// SSH allowed-signers file (default: the config's).
+        #[arg(long)]
+        allowed_signers: Option<PathBuf>,
+        /// Armored OpenPGP public keys (default: the config's).
+        #[arg(long)]
+        keyring: Option<PathBuf>,
+        /// Branch, tag or commit hash.
+        rev: String,
+    },
+    /// Allow one refused revision locally.
+    Approve {
+        /// Allow applying REV although it does not descend from the applied commit (a rollback
+        /// or a force-push). Used once.
+        #[arg(long)]
+        allow_rollback: bool,
+        /// Branch, tag or commit hash, in the agent's repository.
+        rev: String,
+    },
     /// Check a repository tree offline (for CI before merge); exits non-zero on errors.
     Validate {
         /// The repository checkout (or a single layer directory).
@@ -104,6 +127,12 @@ fn short(id: &str) -> &str {
 /// The one screen an operator needs.
 pub fn render_status(state: &State, now: i64, daemon_note: Option<&str>, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(out, "tend on {}", if state.host.is_empty() { "?" } else { &state.host })?;
+    if state.unverified {
+        writeln!(
+            out,
+            "!! UNVERIFIED: [trust] allow_unsigned = true — commits are applied without checking any signature"
+        )?;
+    }
     if let Some(note) = daemon_note {
         writeln!(out, "  note: {note}")?;
     }
@@ -145,6 +174,13 @@ pub fn render_status(state: &State, now: i64, daemon_note: Option<&str>, out: &m
             ago(now - a.applied_at)
         )?,
         None => writeln!(out, "applied   nothing yet")?,
+    }
+    if let Some(signer) = state.applied.as_ref().and_then(|a| a.signer.as_ref()) {
+        writeln!(
+            out,
+            "  signed  by {} ({} key {})",
+            signer.identity, signer.kind, signer.fingerprint
+        )?;
     }
     if let Some(r) = &state.refused {
         writeln!(
@@ -244,6 +280,12 @@ mod tests {
                     time: 400,
                 },
                 applied_at: 700,
+                signer: Some(crate::trust::Signer {
+                    kind: crate::trust::SignatureKind::Ssh,
+                    identity: "ops@example.org".into(),
+                    fingerprint: "SHA256:abc".into(),
+                    signing_key: "SHA256:abc".into(),
+                }),
             }),
             refused: Some(Refused {
                 commit: CommitInfo {
@@ -284,6 +326,7 @@ source    https://git.example/fleet.git (branch main)
   fetch   ok 10s ago, remote tip 9f8e7d6
   next    poll in 50s
 applied   1a2b3c4 \"web: nginx 1.27\" (committed 10m ago, applied 5m ago)
+  signed  by ops@example.org (SSH key SHA256:abc)
 REFUSED   9f8e7d6 \"oops\" since 50s ago (load): compose.yaml:3: service \"web\": key \"build\": not supported
           the applied revision above keeps running
 containers:
@@ -312,6 +355,14 @@ last error 10s ago in load: commit 9f8e7d6 refused
         assert!(text.contains("never succeeded"), "{text}");
         assert!(text.contains("applied   nothing yet"), "{text}");
         assert!(text.contains("note: daemon not running"), "{text}");
+        assert!(!text.contains("UNVERIFIED"), "{text}");
+        s.unverified = true;
+        let mut out = Vec::new();
+        render_status(&s, 10, None, &mut out).expect("render");
+        assert!(String::from_utf8_lossy(&out)
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("!! UNVERIFIED")));
     }
 
     #[test]

@@ -56,6 +56,21 @@ pub struct Config {
     pub apply: Apply,
     /// Docker engine connection.
     pub docker: Docker,
+    /// Which commits may be applied.
+    pub trust: Trust,
+}
+
+/// `[trust]`: the host's own trust anchors. Never read from the repository.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    /// SSH allowed-signers file (git's format).
+    pub allowed_signers: Option<PathBuf>,
+    /// Armored OpenPGP public keys.
+    pub openpgp_keys: Option<PathBuf>,
+    /// Apply unsigned commits (labs only; `tend status` says so loudly).
+    pub allow_unsigned: bool,
+    /// Verify only the tip, or every commit since the last applied one.
+    pub require: crate::trust::Require,
 }
 
 /// `[source]`: the Git repository to follow.
@@ -123,6 +138,17 @@ struct RawConfig {
     apply: RawApply,
     #[serde(default)]
     docker: RawDocker,
+    #[serde(default)]
+    trust: RawTrust,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    allowed_signers: Option<PathBuf>,
+    openpgp_keys: Option<PathBuf>,
+    allow_unsigned: Option<bool>,
+    require: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -260,7 +286,27 @@ impl Config {
                 return Err(invalid(key, format!("{} must be an absolute path", p.display())));
             }
         }
+        let allow_unsigned = raw.trust.allow_unsigned.unwrap_or(false);
+        if !allow_unsigned && raw.trust.allowed_signers.is_none() && raw.trust.openpgp_keys.is_none() {
+            return Err(invalid(
+                "trust",
+                "no trust anchors: set [trust] allowed_signers and/or openpgp_keys (or allow_unsigned = true, for labs only)"
+                    .into(),
+            ));
+        }
+        let require = match raw.trust.require.as_deref() {
+            None | Some("tip") => crate::trust::Require::Tip,
+            Some("all") => crate::trust::Require::All,
+            Some(other) => return Err(invalid("trust.require", format!("{other:?}: use \"tip\" or \"all\""))),
+        };
+        let trust = Trust {
+            allowed_signers: raw.trust.allowed_signers,
+            openpgp_keys: raw.trust.openpgp_keys,
+            allow_unsigned,
+            require,
+        };
         Ok(Config {
+            trust,
             path: path.to_owned(),
             source: Source {
                 url: source.url,
@@ -331,7 +377,24 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, Error> {
-        Config::parse(Path::new("/t/tend.toml"), text, "edge-1")
+        let text = if text.contains("[trust]") {
+            text.to_owned()
+        } else {
+            format!("{text}\n[trust]\nallowed_signers = \"/etc/tend/allowed_signers\"\n")
+        };
+        Config::parse(Path::new("/t/tend.toml"), &text, "edge-1")
+    }
+
+    #[test]
+    fn trust_anchors_are_required() {
+        let e = Config::parse(Path::new("/t"), "[source]\nurl = \"x\"\n", "h").expect_err("no trust");
+        assert!(e.to_string().contains("allowed_signers"), "{e}");
+        let c = parse("[source]\nurl = \"x\"\n[trust]\nallow_unsigned = true\n").expect("lab");
+        assert!(c.trust.allow_unsigned);
+        let c = parse("[source]\nurl = \"x\"\n[trust]\nopenpgp_keys = \"/k.asc\"\nrequire = \"all\"\n").expect("all");
+        assert_eq!(c.trust.require, crate::trust::Require::All);
+        let e = parse("[source]\nurl = \"x\"\n[trust]\nallow_unsigned = true\nrequire = \"most\"\n").expect_err("bad");
+        assert!(e.to_string().contains("trust.require"), "{e}");
     }
 
     #[test]
@@ -376,7 +439,7 @@ mod tests {
 
     #[test]
     fn missing_source_is_an_error() {
-        let e = parse("[host]\nname = \"a\"\n").expect_err("no source");
+        let e = Config::parse(Path::new("/t"), "[host]\nname = \"a\"\n", "h").expect_err("no source");
         assert!(e.to_string().contains("source"), "{e}");
     }
 

@@ -12,6 +12,7 @@ use crate::files;
 use crate::plan::{self, ObservedContainer};
 use crate::source::{self, Repo, SshOptions};
 use crate::state::{self, Applied, HistoryEntry, LastError, Refused, State};
+use crate::trust::{self, Signer, TrustStore};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,9 @@ pub enum Error {
     /// The local repository could not be opened.
     #[error(transparent)]
     Source(#[from] source::Error),
+    /// The trust anchors could not be loaded.
+    #[error(transparent)]
+    Trust(#[from] crate::trust::Error),
     /// The state directory could not be created.
     #[error("cannot create {path}: {source}")]
     Dir {
@@ -59,6 +63,16 @@ pub struct Agent<E: Engine> {
     state: State,
     /// The desired state of the last loaded commit, so drift checks don't re-parse.
     cache: Option<(String, Arc<Desired>)>,
+    /// Trust anchors from the host config; `None` with `allow_unsigned`.
+    trust: Option<TrustStore>,
+    /// The signer of the revision being applied.
+    pending_signer: Option<Signer>,
+}
+
+/// The file `tend approve --allow-rollback` writes: one commit id allowed once to be applied
+/// although it does not descend from the applied commit.
+pub fn rollback_approval_file(cfg: &Config) -> std::path::PathBuf {
+    cfg.paths.state.join("approved-rollback")
 }
 
 fn host_facts(cfg: &Config) -> HostFacts {
@@ -76,7 +90,17 @@ impl<E: Engine> Agent<E> {
             source,
         })?;
         let repo = Repo::open_or_init(&cfg.repo_dir())?;
+        let trust = if cfg.trust.allow_unsigned {
+            log::warn!("[trust] allow_unsigned = true: commits are applied WITHOUT signature verification");
+            None
+        } else {
+            Some(TrustStore::load(
+                cfg.trust.allowed_signers.as_deref(),
+                cfg.trust.openpgp_keys.as_deref(),
+            )?)
+        };
         let mut state = State::load(&cfg.state_file())?;
+        state.unverified = cfg.trust.allow_unsigned;
         state.version = 1;
         state.host = cfg.host.name.clone();
         state.source.url = source::redact(&cfg.source.url);
@@ -87,7 +111,53 @@ impl<E: Engine> Agent<E> {
             engine,
             state,
             cache: None,
+            trust,
+            pending_signer: None,
         })
+    }
+
+    /// Check `tip` against the trust policy: a trusted signature, descent from the applied
+    /// commit (unless the operator approved a rollback to exactly this commit), and with
+    /// `require = "all"` every commit in between.
+    fn verify(&self, tip: &str, applied: Option<&str>) -> Result<Option<Signer>, String> {
+        let Some(store) = &self.trust else { return Ok(None) };
+        let approved = std::fs::read_to_string(rollback_approval_file(&self.cfg))
+            .ok()
+            .map(|s| s.trim().to_owned());
+        let verdict = trust::check(
+            store,
+            &self.repo,
+            tip,
+            applied,
+            self.cfg.trust.require,
+            approved.as_deref().filter(|a| *a == tip),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Some(verdict.signer))
+    }
+
+    /// Record `tip` as refused by `step`.
+    fn refuse(&mut self, tip: &str, step: &str, reason: String, started: Instant, report: &mut Report) {
+        log::error!("refusing commit {}: {reason}", short(tip));
+        let commit = self.commit_info(tip);
+        self.state.record(HistoryEntry {
+            at: state::now(),
+            commit: tip.to_owned(),
+            subject: commit.subject.clone(),
+            outcome: "refused".into(),
+            message: reason.clone(),
+            signer: None,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+        self.state.refused = Some(Refused {
+            commit,
+            step: step.into(),
+            reason: reason.clone(),
+            since: state::now(),
+        });
+        report
+            .problems
+            .push((step.into(), format!("commit {} refused: {reason}", short(tip))));
     }
 
     /// The current state (for tests and the status API).
@@ -147,42 +217,40 @@ impl<E: Engine> Agent<E> {
         let applied = self.state.applied.as_ref().map(|a| a.commit.id.clone());
         let mut target: Option<(String, Arc<Desired>)> = None;
         if let Some(tip) = tip {
-            let refused_already = self.state.refused.as_ref().is_some_and(|r| r.commit.id == tip);
+            // A refused tip is not verified again on every poll; an approval changes that.
+            let approval = std::fs::read_to_string(rollback_approval_file(&self.cfg)).unwrap_or_default();
+            let refused_already = self
+                .state
+                .refused
+                .as_ref()
+                .is_some_and(|r| r.commit.id == tip && approval.trim() != tip);
             if applied.as_deref() == Some(tip.as_str()) {
                 // Nothing new.
             } else if refused_already {
-                let r = self
+                let (step, r) = self
                     .state
                     .refused
                     .as_ref()
-                    .map(|r| r.reason.clone())
+                    .map(|r| (r.step.clone(), r.reason.clone()))
                     .unwrap_or_default();
                 report
                     .problems
-                    .push(("load".into(), format!("commit {} refused: {r}", short(&tip))));
+                    .push((step, format!("commit {} refused: {r}", short(&tip))));
             } else {
-                match tokio::task::block_in_place(|| self.load(&tip)) {
-                    Ok(d) => target = Some((tip, d)),
-                    Err(reason) => {
-                        log::error!("refusing commit {}: {reason}", short(&tip));
-                        let commit = self.commit_info(&tip);
-                        self.state.record(HistoryEntry {
-                            at: state::now(),
-                            commit: tip.clone(),
-                            subject: commit.subject.clone(),
-                            outcome: "refused".into(),
-                            message: reason.clone(),
-                            duration_ms: started.elapsed().as_millis() as u64,
-                        });
-                        self.state.refused = Some(Refused {
-                            commit,
-                            step: "load".into(),
-                            reason: reason.clone(),
-                            since: state::now(),
-                        });
-                        report
-                            .problems
-                            .push(("load".into(), format!("commit {} refused: {reason}", short(&tip))));
+                // Verify before anything of the commit is read.
+                match tokio::task::block_in_place(|| self.verify(&tip, applied.as_deref())) {
+                    Err(reason) => self.refuse(&tip, "verify", reason, started, &mut report),
+                    Ok(signer) => {
+                        if let Some(s) = &signer {
+                            log::info!("commit {} verified: signed by {s}", short(&tip));
+                        }
+                        match tokio::task::block_in_place(|| self.load(&tip)) {
+                            Ok(d) => {
+                                self.pending_signer = signer;
+                                target = Some((tip, d));
+                            }
+                            Err(reason) => self.refuse(&tip, "load", reason, started, &mut report),
+                        }
                     }
                 }
             }
@@ -277,6 +345,7 @@ impl<E: Engine> Agent<E> {
                         commit: rev.to_owned(),
                         subject: commit.subject.clone(),
                         outcome: "applied".into(),
+                        signer: self.pending_signer.as_ref().map(|s| s.to_string()),
                         message: if done == 0 {
                             "no changes".into()
                         } else {
@@ -287,7 +356,13 @@ impl<E: Engine> Agent<E> {
                     self.state.applied = Some(Applied {
                         commit,
                         applied_at: state::now(),
+                        signer: self.pending_signer.take(),
                     });
+                    // An approved rollback is used up once applied.
+                    let approval = rollback_approval_file(&self.cfg);
+                    if std::fs::read_to_string(&approval).is_ok_and(|a| a.trim() == rev) {
+                        let _ = std::fs::remove_file(&approval);
+                    }
                     // A refusal of an older tip is history now.
                     self.state.refused = None;
                     self.state.warnings = desired.warnings.clone();
@@ -299,6 +374,7 @@ impl<E: Engine> Agent<E> {
                         commit: rev.to_owned(),
                         subject: commit.subject,
                         outcome: "drift-corrected".into(),
+                        signer: None,
                         message: reasons(&plan.steps),
                         duration_ms: started.elapsed().as_millis() as u64,
                     });
@@ -313,6 +389,7 @@ impl<E: Engine> Agent<E> {
                     commit: rev.to_owned(),
                     subject: commit.subject,
                     outcome: "failed".into(),
+                    signer: None,
                     message: msg.clone(),
                     duration_ms: started.elapsed().as_millis() as u64,
                 });

@@ -13,5 +13,7 @@ pub mod docker;
 pub mod files;
 pub mod logging;
 pub mod plan;
+pub mod secrets;
 pub mod source;
 pub mod state;
+pub mod trust;

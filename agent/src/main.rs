@@ -67,6 +67,50 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Verify {
+            repo,
+            allowed_signers,
+            keyring,
+            rev,
+        } => {
+            let cfg = config::Config::load(&args.config);
+            let repo_path = match (&repo, &cfg) {
+                (Some(r), _) => r.clone(),
+                (None, Ok(c)) => c.repo_dir(),
+                (None, Err(e)) => anyhow::bail!("no --repo given and {e}"),
+            };
+            let (signers, keys) = if allowed_signers.is_some() || keyring.is_some() {
+                (allowed_signers, keyring)
+            } else {
+                match &cfg {
+                    Ok(c) => (c.trust.allowed_signers.clone(), c.trust.openpgp_keys.clone()),
+                    Err(e) => anyhow::bail!("no --allowed-signers/--keyring given and {e}"),
+                }
+            };
+            let store = tend::trust::TrustStore::load(signers.as_deref(), keys.as_deref())?;
+            let repo = tend::source::Repo::open(&repo_path)?;
+            let id = repo.resolve(&rev)?;
+            use tend::trust::CommitSource;
+            let raw = repo.raw_commit(&id)?;
+            let signer = store.verify_commit(&id, &raw)?;
+            println!(
+                "{id}: good {} signature by {} (key {})",
+                signer.kind, signer.identity, signer.fingerprint
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approve { allow_rollback, rev } => {
+            if !allow_rollback {
+                anyhow::bail!("nothing to approve: use --allow-rollback REV to allow one rollback or force-push");
+            }
+            let cfg = config::Config::load(&args.config)?;
+            let repo = tend::source::Repo::open(&cfg.repo_dir())?;
+            let id = repo.resolve(&rev)?;
+            let file = daemon::rollback_approval_file(&cfg);
+            std::fs::write(&file, format!("{id}\n")).with_context(|| format!("cannot write {}", file.display()))?;
+            println!("approved: commit {id} may be applied once although it does not descend from the applied commit");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate { dir, host, layers } => {
             let cfg = config::Config::load(&args.config).ok();
             let mut out = std::io::stdout().lock();

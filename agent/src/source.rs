@@ -240,6 +240,20 @@ impl Repo {
     }
 }
 
+impl crate::trust::CommitSource for Repo {
+    fn raw_commit(&self, id: &str) -> Result<Vec<u8>, crate::trust::Error> {
+        let read = || -> Result<Vec<u8>, String> {
+            let oid = gix::ObjectId::from_hex(id.as_bytes()).map_err(|e| e.to_string())?;
+            let object = self.repo.find_object(oid).map_err(|e| e.to_string())?;
+            if object.kind != gix::object::Kind::Commit {
+                return Err(format!("{id} is a {}, not a commit", object.kind));
+            }
+            Ok(object.detach().data)
+        };
+        read().map_err(|e| crate::trust::Error::commit_read(id, e))
+    }
+}
+
 /// The files of one commit, read from the object database.
 pub struct CommitTree<'repo> {
     tree: gix::Tree<'repo>,

@@ -53,6 +53,9 @@ pub struct Applied {
     /// The commit.
     #[serde(flatten)]
     pub commit: CommitInfo,
+    /// Who signed it (absent only with `allow_unsigned`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<crate::trust::Signer>,
     /// When it was applied.
     pub applied_at: i64,
 }
@@ -114,6 +117,9 @@ pub struct HistoryEntry {
     pub outcome: String,
     /// What happened.
     pub message: String,
+    /// Who signed the commit, when verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
     /// How long the cycle took, in milliseconds.
     pub duration_ms: u64,
 }
@@ -142,6 +148,9 @@ pub struct State {
     pub version: u32,
     /// Host name.
     pub host: String,
+    /// True when `[trust] allow_unsigned` is set: nothing is verified.
+    #[serde(default)]
+    pub unverified: bool,
     /// Source contact.
     pub source: SourceStatus,
     /// The applied (last good) revision.
@@ -290,6 +299,7 @@ mod tests {
                 time: 5,
             },
             applied_at: 6,
+            signer: None,
         });
         s.save(&path).expect("save");
         let back = State::load(&path).expect("load");
@@ -307,6 +317,7 @@ mod tests {
                 subject: String::new(),
                 outcome: "applied".into(),
                 message: String::new(),
+                signer: None,
                 duration_ms: 0,
             });
         }

@@ -2,6 +2,7 @@
 //! the real `tend` binary.
 
 mod support;
+mod trust;
 
 use std::process::Command;
 use support::*;

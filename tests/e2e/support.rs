@@ -166,15 +166,21 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// An agent following `url` with `extra` TOML appended to `[source]`.
+    /// An agent following `url` with `extra` TOML appended to `[source]`, applying unsigned
+    /// commits (lab mode: these tests are about Git and Docker, not trust).
     pub fn new(url: &str, source_extra: &str) -> Agent {
+        Agent::with_trust(url, source_extra, "allow_unsigned = true")
+    }
+
+    /// An agent with `trust` as the body of its `[trust]` section.
+    pub fn with_trust(url: &str, source_extra: &str, trust: &str) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let project = unique("t");
         let config = dir.path().join("tend.toml");
         let toml = format!(
             "[source]\nurl = \"{url}\"\nbranch = \"main\"\npoll_interval = \"2s\"\n{source_extra}\n\
              [host]\nname = \"edge-1\"\nproject = \"{project}\"\n\
-             [paths]\nstate = \"{state}\"\nruntime = \"{runtime}\"\n",
+             [paths]\nstate = \"{state}\"\nruntime = \"{runtime}\"\n[trust]\n{trust}\n",
             state = dir.path().join("state").display(),
             runtime = dir.path().join("run").display(),
         );
