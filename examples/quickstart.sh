@@ -7,8 +7,9 @@
 #   3. writes a host config for edge-017 that follows it and trusts that key,
 #   4. runs one reconcile cycle (`tend run --once`) and prints `tend status`.
 #
-# Everything lives under $QS (default /tmp/tend-quickstart); containers are in compose project
-# "edge". Clean up with: docker rm -f $(docker ps -aq --filter label=com.docker.compose.project=edge)
+# Everything lives under $QS (default /tmp/tend-quickstart), decrypted secrets on tmpfs under
+# /dev/shm/tend-quickstart; containers are in compose project "edge". The SOPS files in
+# examples/fleet are encrypted to the DEMO age key examples/demo-age.key. Clean up with: docker rm -f $(docker ps -aq --filter label=com.docker.compose.project=edge)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -32,7 +33,8 @@ git clone -q --bare "$QS/repo" "$QS/fleet.git"
 
 sed -e "s#^url = .*#url = \"$QS/fleet.git\"#" \
     -e "s#^state = .*#state = \"$QS/state\"#" \
-    -e "s#^runtime = .*#runtime = \"$QS/run\"#" \
+    -e "s#^runtime = .*#runtime = \"/dev/shm/tend-quickstart\"#" \
+    -e "s#^age_identities = .*#age_identities = [\"$here/demo-age.key\"]#" \
     -e "s#^allowed_signers = .*#allowed_signers = \"$QS/allowed_signers\"#" \
     "$here/tend.toml" >"$QS/tend.toml"
 
@@ -41,3 +43,6 @@ echo "+ tend --config $QS/tend.toml run --once"
 echo
 echo "+ tend --config $QS/tend.toml status"
 "$tend" --config "$QS/tend.toml" status
+echo
+echo "+ docker exec edge-web-1 sh -c 'cat /run/secrets/site_token; echo API_TOKEN=\$API_TOKEN'"
+docker exec edge-web-1 sh -c 'cat /run/secrets/site_token; echo API_TOKEN=$API_TOKEN'

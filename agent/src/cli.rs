@@ -48,6 +48,19 @@ pub enum Command {
         /// Branch, tag or commit hash.
         rev: String,
     },
+    /// Decrypt a SOPS file like `sops decrypt`: plaintext to stdout, nothing on failure.
+    Decrypt {
+        /// age identity file (X25519 keys or an SSH private key); repeatable. Also read:
+        /// SOPS_AGE_KEY_FILE, SOPS_AGE_KEY, SOPS_AGE_SSH_PRIVATE_KEY_FILE and the config's
+        /// [secrets] age_identities.
+        #[arg(long = "identity", short = 'i')]
+        identities: Vec<PathBuf>,
+        /// File format (default: from the file name, as sops does).
+        #[arg(long, value_parser = ["yaml", "json", "dotenv", "ini", "binary"])]
+        input_type: Option<String>,
+        /// The encrypted file.
+        file: PathBuf,
+    },
     /// Allow one refused revision locally.
     Approve {
         /// Allow applying REV although it does not descend from the applied commit (a rollback
@@ -92,7 +105,7 @@ pub fn validate(
         name,
         project: cfg.map(|c| c.host.project.clone()).unwrap_or_else(|| "tend".into()),
     };
-    let d = desired::load(&DirTree(dir), &layers, &facts).map_err(|e| e.to_string())?;
+    let d = desired::load(&DirTree(dir), &layers, &facts, desired::SecretsCtx::offline()).map_err(|e| e.to_string())?;
     for w in &d.warnings {
         let _ = writeln!(out, "warning: {w}");
     }

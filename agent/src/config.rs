@@ -58,6 +58,15 @@ pub struct Config {
     pub docker: Docker,
     /// Which commits may be applied.
     pub trust: Trust,
+    /// How SOPS files are decrypted.
+    pub secrets: Secrets,
+}
+
+/// `[secrets]`.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// age identity files: X25519 key files and SSH private keys (e.g. the host key).
+    pub age_identities: Vec<PathBuf>,
 }
 
 /// `[trust]`: the host's own trust anchors. Never read from the repository.
@@ -140,6 +149,14 @@ struct RawConfig {
     docker: RawDocker,
     #[serde(default)]
     trust: RawTrust,
+    #[serde(default)]
+    secrets: RawSecrets,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecrets {
+    age_identities: Option<Vec<PathBuf>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -306,6 +323,9 @@ impl Config {
             require,
         };
         Ok(Config {
+            secrets: Secrets {
+                age_identities: raw.secrets.age_identities.unwrap_or_default(),
+            },
             trust,
             path: path.to_owned(),
             source: Source {
@@ -341,6 +361,16 @@ impl Config {
     /// Persistent data directories (relative bind mounts not in the repository).
     pub fn data_dir(&self) -> PathBuf {
         self.paths.state.join("data")
+    }
+
+    /// Decrypted secrets (tmpfs).
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.paths.runtime.join("secrets")
+    }
+
+    /// The per-host key of keyed content hashes of secrets.
+    pub fn secret_hash_key_file(&self) -> PathBuf {
+        self.paths.state.join("secrets-hash.key")
     }
 
     /// The durable state file.

@@ -29,6 +29,9 @@ pub enum Error {
     /// The trust anchors could not be loaded.
     #[error(transparent)]
     Trust(#[from] crate::trust::Error),
+    /// The age identities could not be loaded.
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::Error),
     /// The state directory could not be created.
     #[error("cannot create {path}: {source}")]
     Dir {
@@ -67,6 +70,32 @@ pub struct Agent<E: Engine> {
     trust: Option<TrustStore>,
     /// The signer of the revision being applied.
     pending_signer: Option<Signer>,
+    /// Age identities for SOPS files.
+    identities: crate::secrets::Identities,
+    /// Key of keyed hashes of secret content (per host, kept in the state dir).
+    hash_key: [u8; 32],
+}
+
+/// Read the host's secret-hash key, creating it (32 random bytes, 0600) the first time.
+pub fn secret_hash_key(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(bytes) = std::fs::read(path) {
+        if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
+            return Ok(key);
+        }
+    }
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(&key)?;
+    f.sync_all()?;
+    Ok(key)
 }
 
 /// The file `tend approve --allow-rollback` writes: one commit id allowed once to be applied
@@ -99,6 +128,12 @@ impl<E: Engine> Agent<E> {
                 cfg.trust.openpgp_keys.as_deref(),
             )?)
         };
+        let mut identities = crate::secrets::Identities::load(&cfg.secrets.age_identities)?;
+        identities.merge(crate::secrets::Identities::from_env()?);
+        let hash_key = secret_hash_key(&cfg.secret_hash_key_file()).map_err(|source| Error::Dir {
+            path: cfg.secret_hash_key_file(),
+            source,
+        })?;
         let mut state = State::load(&cfg.state_file())?;
         state.unverified = cfg.trust.allow_unsigned;
         state.version = 1;
@@ -113,6 +148,8 @@ impl<E: Engine> Agent<E> {
             cache: None,
             trust,
             pending_signer: None,
+            identities,
+            hash_key,
         })
     }
 
@@ -165,14 +202,20 @@ impl<E: Engine> Agent<E> {
         &self.state
     }
 
-    fn load(&mut self, commit: &str) -> Result<Arc<Desired>, String> {
+    /// Load (and decrypt) the desired state of `commit`. The error says which step refused it.
+    fn load(&mut self, commit: &str) -> Result<Arc<Desired>, (&'static str, String)> {
         if let Some((c, d)) = &self.cache {
             if c == commit {
                 return Ok(d.clone());
             }
         }
-        let tree = self.repo.tree(commit).map_err(|e| e.to_string())?;
-        let d = desired::load(&tree, &self.cfg.host.layers, &host_facts(&self.cfg)).map_err(|e| e.to_string())?;
+        let tree = self.repo.tree(commit).map_err(|e| ("load", e.to_string()))?;
+        let ctx = desired::SecretsCtx {
+            identities: Some(&self.identities),
+            hash_key: &self.hash_key,
+        };
+        let d = desired::load(&tree, &self.cfg.host.layers, &host_facts(&self.cfg), ctx)
+            .map_err(|e| (if e.is_decrypt() { "decrypt" } else { "load" }, e.to_string()))?;
         let d = Arc::new(d);
         self.cache = Some((commit.to_owned(), d.clone()));
         Ok(d)
@@ -249,7 +292,7 @@ impl<E: Engine> Agent<E> {
                                 self.pending_signer = signer;
                                 target = Some((tip, d));
                             }
-                            Err(reason) => self.refuse(&tip, "load", reason, started, &mut report),
+                            Err((step, reason)) => self.refuse(&tip, step, reason, started, &mut report),
                         }
                     }
                 }
@@ -259,7 +302,7 @@ impl<E: Engine> Agent<E> {
             if let Some(a) = applied.clone() {
                 match tokio::task::block_in_place(|| self.load(&a)) {
                     Ok(d) => target = Some((a, d)),
-                    Err(e) => report.problems.push(("load".into(), e)),
+                    Err((step, e)) => report.problems.push((step.into(), e)),
                 }
             }
         }
@@ -308,6 +351,20 @@ impl<E: Engine> Agent<E> {
                     report.problems.push(("files".into(), e));
                     return;
                 }
+            }
+        }
+        let roots = self.roots();
+        match crate::secretfs::deliver(desired, &roots) {
+            Ok(changed) if !changed.is_empty() => {
+                log::info!(
+                    "secrets delivered to tmpfs: {}",
+                    changed.into_iter().collect::<Vec<_>>().join(", ")
+                )
+            }
+            Ok(_) => {}
+            Err(e) => {
+                report.problems.push(("decrypt".into(), e.to_string()));
+                return;
             }
         }
         let opts = apply::Options {
@@ -395,6 +452,14 @@ impl<E: Engine> Agent<E> {
                 });
                 report.problems.push(("apply".into(), msg));
             }
+        }
+    }
+
+    fn roots(&self) -> crate::docker::Roots {
+        crate::docker::Roots {
+            files: self.cfg.files_dir(),
+            data: self.cfg.data_dir(),
+            secrets: self.cfg.secrets_dir(),
         }
     }
 

@@ -125,6 +125,17 @@ pub struct Roots {
     pub files: PathBuf,
     /// Persistent data directories for relative paths not in the repository (`<state>/data`).
     pub data: PathBuf,
+    /// Decrypted secrets on tmpfs (`<runtime>/secrets`).
+    pub secrets: PathBuf,
+}
+
+/// Where a service's copy of a secret lives: the shared file, or a per-service copy when the
+/// service asks for its own owner and mode.
+pub fn secret_path(roots: &Roots, service: &str, m: &crate::desired::spec::Mount) -> PathBuf {
+    match &m.file_owner {
+        None => roots.secrets.join(&m.source),
+        Some(_) => roots.secrets.join(".services").join(service).join(&m.source),
+    }
 }
 
 /// The real engine, through bollard.
@@ -617,6 +628,7 @@ fn mount_source(
         MountKind::Tmpfs => String::new(),
         MountKind::Repo => roots.files.join(source).display().to_string(),
         MountKind::Data => roots.data.join(project).join(source).display().to_string(),
+        MountKind::Secret => roots.secrets.join(source).display().to_string(),
     }
 }
 
@@ -654,10 +666,12 @@ pub fn container_body(
         .iter()
         .map(|m| Mount {
             target: Some(m.target.clone()),
-            source: (m.kind != MountKind::Tmpfs)
-                .then(|| mount_source(project, m.kind, &m.source, &desired.volumes, roots)),
+            source: (m.kind != MountKind::Tmpfs).then(|| match m.kind {
+                MountKind::Secret => secret_path(roots, &spec.name, m).display().to_string(),
+                _ => mount_source(project, m.kind, &m.source, &desired.volumes, roots),
+            }),
             typ: Some(match m.kind {
-                MountKind::Bind | MountKind::Repo | MountKind::Data => MountType::BIND,
+                MountKind::Bind | MountKind::Repo | MountKind::Data | MountKind::Secret => MountType::BIND,
                 MountKind::Volume => MountType::VOLUME,
                 MountKind::Tmpfs => MountType::TMPFS,
             }),
@@ -773,7 +787,17 @@ pub fn container_body(
         image: Some(spec.image.clone()),
         cmd: spec.command.clone(),
         entrypoint: spec.entrypoint.clone(),
-        env: Some(spec.environment.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: Some(
+            spec.environment
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .chain(desired.secret_env.get(&spec.name).into_iter().flatten().map(|(k, v)| {
+                    // The engine API needs the value in the create request; it never reaches
+                    // tend's logs, state or labels (those hold a keyed hash).
+                    format!("{k}={}", String::from_utf8_lossy(&v.0))
+                }))
+                .collect(),
+        ),
         labels: Some(container_labels(project, spec, revision)),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         healthcheck,
@@ -930,6 +954,7 @@ mod tests {
                 name: "h".into(),
                 project: "p".into(),
             },
+            crate::desired::SecretsCtx::offline(),
         )
         .expect("valid")
     }
@@ -938,6 +963,7 @@ mod tests {
         Roots {
             files: "/var/lib/tend/files".into(),
             data: "/var/lib/tend/data".into(),
+            secrets: "/run/tend/secrets".into(),
         }
     }
 

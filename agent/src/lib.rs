@@ -13,6 +13,7 @@ pub mod docker;
 pub mod files;
 pub mod logging;
 pub mod plan;
+pub mod secretfs;
 pub mod secrets;
 pub mod source;
 pub mod state;

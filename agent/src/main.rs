@@ -19,7 +19,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Keep plaintext secrets out of core dumps: no dumps at all, and not ptrace-attachable by
+/// other users.
+fn no_core_dumps() {
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+    let _ = nix::sys::prctl::set_dumpable(false);
+}
+
 fn run(args: Cli) -> anyhow::Result<ExitCode> {
+    if matches!(args.command, Command::Run { .. } | Command::Decrypt { .. }) {
+        no_core_dumps();
+    }
     match args.command {
         Command::Run { once } => {
             let cfg = config::Config::load(&args.config)?;
@@ -36,6 +46,7 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
                 let roots = docker::Roots {
                     files: cfg.files_dir(),
                     data: cfg.data_dir(),
+                    secrets: cfg.secrets_dir(),
                 };
                 let mut engine = docker::DockerEngine::connect(cfg.docker.socket.as_deref(), &agent_id, roots).await?;
                 if let Some(path) = &cfg.docker.registry_auth {
@@ -97,6 +108,34 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
                 "{id}: good {} signature by {} (key {})",
                 signer.kind, signer.identity, signer.fingerprint
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Decrypt {
+            identities,
+            input_type,
+            file,
+        } => {
+            use std::io::Write;
+            use tend::secrets::{Format, Identities};
+            let mut ids = Identities::load(&identities)?;
+            ids.merge(Identities::from_env()?);
+            if let Ok(cfg) = config::Config::load(&args.config) {
+                // The host's own identities, when this runs on an agent's host.
+                if let Ok(host_ids) = Identities::load(&cfg.secrets.age_identities) {
+                    ids.merge(host_ids);
+                }
+            }
+            let format = match input_type.as_deref() {
+                Some(name) => Format::from_name(name).context("unknown --input-type")?,
+                None => Format::from_path(&file),
+            };
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let doc = tend::secrets::decrypt(&file.display().to_string(), &bytes, format, &ids)?;
+            let plain = doc.to_bytes()?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&plain)
+                .and_then(|()| out.flush())
+                .context("writing to stdout")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Approve { allow_rollback, rev } => {

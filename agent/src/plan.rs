@@ -347,6 +347,7 @@ mod tests {
                 name: "h".into(),
                 project: "p".into(),
             },
+            crate::desired::SecretsCtx::offline(),
         )
         .expect("valid desired state")
     }

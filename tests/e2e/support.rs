@@ -161,6 +161,8 @@ impl GitRepo {
 /// A tend agent with its own config, state dir and compose project.
 pub struct Agent {
     pub dir: tempfile::TempDir,
+    /// The runtime dir, on tmpfs like `/run/tend` (decrypted secrets go there).
+    pub runtime: tempfile::TempDir,
     pub project: String,
     pub config: PathBuf,
 }
@@ -175,6 +177,7 @@ impl Agent {
     /// An agent with `trust` as the body of its `[trust]` section.
     pub fn with_trust(url: &str, source_extra: &str, trust: &str) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = tempfile::tempdir_in("/dev/shm").expect("a tmpfs at /dev/shm");
         let project = unique("t");
         let config = dir.path().join("tend.toml");
         let toml = format!(
@@ -182,11 +185,12 @@ impl Agent {
              [host]\nname = \"edge-1\"\nproject = \"{project}\"\n\
              [paths]\nstate = \"{state}\"\nruntime = \"{runtime}\"\n[trust]\n{trust}\n",
             state = dir.path().join("state").display(),
-            runtime = dir.path().join("run").display(),
+            runtime = runtime.path().display(),
         );
         std::fs::write(&config, toml).expect("write config");
         Agent {
             dir,
+            runtime,
             project,
             config,
         }

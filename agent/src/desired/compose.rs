@@ -5,6 +5,7 @@
 //! what the file says is what runs.
 
 use super::interpolate::{self, Vars};
+use super::sops::{self, Opened, SecretsCtx};
 pub use super::spec::*;
 use super::yaml::{self, Node, Value};
 use super::{EntryKind, Tree};
@@ -24,6 +25,8 @@ pub struct Error {
     pub key: Option<String>,
     /// What is wrong and, where possible, what to do.
     pub message: String,
+    /// The error is about decrypting a secret (the cycle's `decrypt` step).
+    pub secret: bool,
 }
 
 /// Where a materialized file's content comes from.
@@ -65,6 +68,10 @@ pub struct ComposeFile {
     pub files: BTreeMap<String, RepoFile>,
     /// Non-fatal notes (obsolete `version:`, unset variables).
     pub warnings: Vec<String>,
+    /// Top-level `secrets:` (SOPS files), decrypted when identities were given.
+    pub secret_files: BTreeMap<String, SecretFile>,
+    /// Values from SOPS `env_file`s, by service then variable (in memory only).
+    pub secret_env: BTreeMap<String, BTreeMap<String, SecretBytes>>,
 }
 
 /// What a layer's compose file may refer to from earlier layers, and where it lives.
@@ -81,6 +88,10 @@ pub struct Layer<'a> {
     pub inherited_volumes: &'a [String],
     /// Network keys declared by earlier layers.
     pub inherited_networks: &'a [String],
+    /// Secret names declared by earlier layers.
+    pub inherited_secrets: &'a [String],
+    /// How to decrypt SOPS files.
+    pub secrets: SecretsCtx<'a>,
 }
 
 const SERVICE_KEYS: &[&str] = &[
@@ -137,6 +148,7 @@ const SERVICE_KEYS: &[&str] = &[
     "ipc",
     "group_add",
     "configs",
+    "secrets",
 ];
 
 struct Ctx<'a> {
@@ -152,6 +164,14 @@ impl Ctx<'_> {
             service: self.service.map(str::to_owned),
             key: key.map(str::to_owned),
             message: message.into(),
+            secret: false,
+        }
+    }
+
+    fn secret_err(&self, node: &Node, key: &str, e: crate::secrets::Error) -> Error {
+        Error {
+            secret: true,
+            ..self.err(node, Some(key), e.to_string())
         }
     }
 }
@@ -184,6 +204,8 @@ pub fn parse(file: &str, text: &str, vars: &Vars) -> Result<ComposeFile, Error> 
             tree: &NoFiles,
             inherited_volumes: &[],
             inherited_networks: &[],
+            inherited_secrets: &[],
+            secrets: SecretsCtx::offline(),
         },
         text,
     )
@@ -198,6 +220,7 @@ pub fn parse_layer(layer: &Layer<'_>, text: &str) -> Result<ComposeFile, Error> 
         service: None,
         key: None,
         message: format!("invalid YAML: {}", e.message),
+        secret: false,
     })?;
     let top = Ctx { file, service: None };
     // `build:` first: a file that builds images is refused for that reason, whatever else it has.
@@ -257,10 +280,10 @@ pub fn parse_layer(layer: &Layer<'_>, text: &str) -> Result<ComposeFile, Error> 
             "volumes" => out.volumes = parse_top_volumes(v, &top)?,
             "networks" => out.networks = parse_top_networks(v, &top)?,
             "configs" => configs = parse_top_configs(v, &top, layer)?,
+            "secrets" => out.secret_files = parse_top_secrets(v, &top, layer)?,
             k if k.starts_with("x-") => {}
             other => {
                 let hint = match other {
-                    "secrets" => "SOPS secrets are not supported yet",
                     "include" => "include is not supported; list the directories as layers in tend.toml",
                     _ => "supported: services, volumes, networks, configs, name, version, x-*",
                 };
@@ -286,10 +309,13 @@ pub fn parse_layer(layer: &Layer<'_>, text: &str) -> Result<ComposeFile, Error> 
     known_volumes.extend(layer.inherited_volumes.iter().cloned());
     let mut known_networks: Vec<String> = out.networks.keys().cloned().collect();
     known_networks.extend(layer.inherited_networks.iter().cloned());
+    let mut known_secrets: Vec<String> = out.secret_files.keys().cloned().collect();
+    known_secrets.extend(layer.inherited_secrets.iter().cloned());
     let known = Known {
         volumes: &known_volumes,
         networks: &known_networks,
         configs: &configs,
+        secrets: &known_secrets,
     };
     for (k, v) in services {
         let name = k.as_str().unwrap_or_default();
@@ -304,7 +330,11 @@ pub fn parse_layer(layer: &Layer<'_>, text: &str) -> Result<ComposeFile, Error> 
             file,
             service: Some(name),
         };
-        let spec = parse_service(&ctx, name, v, &known, layer, &mut out.files)?;
+        let mut secret_env = BTreeMap::new();
+        let spec = parse_service(&ctx, name, v, &known, layer, &mut out.files, &mut secret_env)?;
+        if !secret_env.is_empty() {
+            out.secret_env.insert(name.to_owned(), secret_env);
+        }
         out.services.push(spec);
     }
     Ok(out)
@@ -314,6 +344,130 @@ struct Known<'a> {
     volumes: &'a [String],
     networks: &'a [String],
     configs: &'a BTreeMap<String, RepoFile>,
+    secrets: &'a [String],
+}
+
+/// Top-level `secrets:`: each names a SOPS file in the repository, decrypted in memory. A secret
+/// file that is not SOPS-encrypted is refused: plaintext secrets do not belong in Git.
+fn parse_top_secrets(node: &Node, ctx: &Ctx<'_>, layer: &Layer<'_>) -> Result<BTreeMap<String, SecretFile>, Error> {
+    let key = "secrets";
+    let mut out = BTreeMap::new();
+    if node.is_null() {
+        return Ok(out);
+    }
+    for (k, v) in map(node, ctx, key)? {
+        let name = k.as_str().unwrap_or_default().to_owned();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(ctx.err(k, Some(key), format!("{name:?} is not a valid secret name")));
+        }
+        check_keys(v, ctx, key, &["file", "environment", "external", "name"])?;
+        let Some(f) = v.get("file") else {
+            return Err(ctx.err(
+                v,
+                Some(key),
+                format!("secret {name:?}: needs `file:` naming a SOPS-encrypted file in the repository"),
+            ));
+        };
+        let rel = scalar(f, ctx, key)?;
+        let path = resolve_repo_path(layer.dir, &rel).map_err(|m| ctx.err(f, Some(key), m))?;
+        let bytes = layer
+            .tree
+            .read(&path)
+            .map_err(|e| ctx.err(f, Some(key), e.to_string()))?
+            .ok_or_else(|| {
+                ctx.err(
+                    f,
+                    Some(key),
+                    format!("secret {name:?}: {rel} does not exist in the repository"),
+                )
+            })?;
+        let (hash, plaintext) = match sops::open(&path, &bytes, &layer.secrets)
+            .map_err(|e| ctx.secret_err(f, key, e))?
+        {
+            Opened::Plain => {
+                return Err(ctx.err(
+                    f,
+                    Some(key),
+                    format!("secret {name:?}: {path} is not encrypted with sops; encrypt it (sops encrypt -i {path})"),
+                ))
+            }
+            Opened::Sops { hash, doc } => {
+                let plaintext = match doc {
+                    Some(d) => Some(SecretBytes(d.to_bytes().map_err(|e| ctx.secret_err(f, key, e))?)),
+                    None => None,
+                };
+                (hash, plaintext)
+            }
+        };
+        out.insert(name, SecretFile { path, hash, plaintext });
+    }
+    Ok(out)
+}
+
+/// A service's `secrets:` entry: the decrypted file bind-mounted read-only at
+/// `/run/secrets/NAME` (or `target`).
+fn parse_service_secret(node: &Node, ctx: &Ctx<'_>, known: &Known<'_>) -> Result<Mount, Error> {
+    let key = "secrets";
+    let (name, target, owner) = match &node.value {
+        Value::Map(_) => {
+            check_keys(node, ctx, key, &["source", "target", "uid", "gid", "mode"])?;
+            let name = node
+                .get("source")
+                .map(|s| scalar(s, ctx, key))
+                .transpose()?
+                .ok_or_else(|| ctx.err(node, Some(key), "source: missing"))?;
+            let target = node.get("target").map(|t| scalar(t, ctx, key)).transpose()?;
+            let num = |k: &str| -> Result<Option<u32>, Error> {
+                node.get(k)
+                    .map(|n| {
+                        let s = scalar(n, ctx, key)?;
+                        let parsed = if k == "mode" {
+                            u32::from_str_radix(s.trim_start_matches("0o"), 8).ok()
+                        } else {
+                            s.parse().ok()
+                        };
+                        parsed.ok_or_else(|| ctx.err(n, Some(key), format!("{k}: {s:?} is not a number")))
+                    })
+                    .transpose()
+            };
+            let (uid, gid, mode) = (num("uid")?, num("gid")?, num("mode")?);
+            let owner = (uid.is_some() || gid.is_some() || mode.is_some()).then(|| FileOwner {
+                uid: uid.unwrap_or(0),
+                gid: gid.unwrap_or(0),
+                mode: mode.unwrap_or(0o400),
+            });
+            (name, target, owner)
+        }
+        _ => (scalar(node, ctx, key)?, None, None),
+    };
+    if !known.secrets.contains(&name) {
+        return Err(ctx.err(
+            node,
+            Some(key),
+            format!("secret {name:?} is not declared in the top-level `secrets:` section"),
+        ));
+    }
+    let target = match target {
+        Some(t) if t.starts_with('/') => t,
+        Some(t) => format!("/run/secrets/{t}"),
+        None => format!("/run/secrets/{name}"),
+    };
+    Ok(Mount {
+        kind: MountKind::Secret,
+        source: name,
+        target,
+        read_only: true,
+        no_create_host_path: false,
+        nocopy: false,
+        tmpfs_size: None,
+        file_owner: owner,
+        // Filled in by `desired::load` once every layer's secrets are known.
+        content_hash: None,
+    })
 }
 
 fn valid_service_name(name: &str) -> bool {
@@ -334,6 +488,7 @@ fn interpolate_tree(node: Node, vars: &Vars, unset: &mut Vec<String>, ctx: &Ctx<
                 service: None,
                 key: None,
                 message: e.to_string(),
+                secret: false,
             })?;
             Value::Scalar { text, plain }
         }
@@ -584,6 +739,7 @@ fn parse_service(
     known: &Known<'_>,
     layer: &Layer<'_>,
     files: &mut BTreeMap<String, RepoFile>,
+    secret_env: &mut BTreeMap<String, SecretBytes>,
 ) -> Result<ServiceSpec, Error> {
     let entries = node.as_map().ok_or_else(|| {
         ctx.err(
@@ -598,7 +754,6 @@ fn parse_service(
             continue;
         }
         let msg = match key {
-            "secrets" => "SOPS secrets are not supported yet".to_owned(),
             "profiles" => "profiles are not supported: use layers to choose what a host runs".to_owned(),
             "extends" => "extends is not supported: use layers (a later layer replaces a service)".to_owned(),
             "links" | "external_links" => {
@@ -634,7 +789,20 @@ fn parse_service(
             "entrypoint" => s.entrypoint = Some(words(v, ctx, key)?),
             "env_file" => {
                 for (k2, v2) in env_files(v, ctx, layer)? {
-                    s.environment.insert(k2, v2);
+                    match v2 {
+                        EnvValue::Plain(v2) => {
+                            s.secret_env.remove(&k2);
+                            secret_env.remove(&k2);
+                            s.environment.insert(k2, v2);
+                        }
+                        EnvValue::Secret { hash, value } => {
+                            s.environment.remove(&k2);
+                            s.secret_env.insert(k2.clone(), hash);
+                            if let Some(value) = value {
+                                secret_env.insert(k2, value);
+                            }
+                        }
+                    }
                 }
             }
             "environment" => {}
@@ -665,6 +833,11 @@ fn parse_service(
             "configs" => {
                 for c in list(v, ctx, key)? {
                     s.volumes.push(parse_service_config(c, ctx, known, files)?);
+                }
+            }
+            "secrets" => {
+                for c in list(v, ctx, key)? {
+                    s.volumes.push(parse_service_secret(c, ctx, known)?);
                 }
             }
             "healthcheck" => s.healthcheck = Some(parse_healthcheck(v, ctx)?),
@@ -807,6 +980,8 @@ fn parse_service(
         for (k, val) in key_values(v, ctx, "environment")? {
             match val {
                 Some(val) => {
+                    s.secret_env.remove(&k);
+                    secret_env.remove(&k);
                     s.environment.insert(k, val);
                 }
                 None => {
@@ -1060,7 +1235,16 @@ fn parse_ulimits(v: &Node, ctx: &Ctx<'_>) -> Result<BTreeMap<String, (i64, i64)>
     Ok(out)
 }
 
-fn env_files(v: &Node, ctx: &Ctx<'_>, layer: &Layer<'_>) -> Result<Vec<(String, String)>, Error> {
+/// A value from an `env_file`.
+enum EnvValue {
+    /// From a plain dotenv file.
+    Plain(String),
+    /// From a SOPS file: keyed hash, and the value when decrypted.
+    Secret { hash: String, value: Option<SecretBytes> },
+}
+
+/// `env_file`: plain dotenv files, or SOPS files (dotenv, YAML or JSON) decrypted in memory.
+fn env_files(v: &Node, ctx: &Ctx<'_>, layer: &Layer<'_>) -> Result<Vec<(String, EnvValue)>, Error> {
     let key = "env_file";
     let items: Vec<(&Node, String, bool)> = match &v.value {
         Value::Scalar { .. } => vec![(v, scalar(v, ctx, key)?, true)],
@@ -1106,10 +1290,39 @@ fn env_files(v: &Node, ctx: &Ctx<'_>, layer: &Layer<'_>) -> Result<Vec<(String, 
             }
             continue;
         };
-        let text = String::from_utf8(bytes).map_err(|_| ctx.err(node, Some(key), format!("{path} is not UTF-8")))?;
-        let vars = interpolate::parse_dotenv(&text, &Vars::new())
-            .map_err(|(line, m)| ctx.err(node, Some(key), format!("{path}:{line}: {m}")))?;
-        env.extend(vars);
+        match sops::open(&path, &bytes, &layer.secrets).map_err(|e| ctx.secret_err(node, key, e))? {
+            Opened::Sops { hash, doc: Some(doc) } => {
+                for (k, value) in doc.to_env().map_err(|e| ctx.secret_err(node, key, e))? {
+                    use hmac::Mac;
+                    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(layer.secrets.hash_key)
+                        .expect("HMAC accepts keys of any length");
+                    mac.update(hash.as_bytes());
+                    mac.update(k.as_bytes());
+                    mac.update(value.as_bytes());
+                    let value_hash = hex::encode(mac.finalize().into_bytes());
+                    let bytes = SecretBytes(zeroize::Zeroizing::new(value.as_bytes().to_vec()));
+                    env.push((
+                        k,
+                        EnvValue::Secret {
+                            hash: value_hash,
+                            value: Some(bytes),
+                        },
+                    ));
+                }
+            }
+            Opened::Sops { hash, doc: None } => {
+                // Validation without keys: the file is a well-formed SOPS file; the variable names
+                // are its top-level keys, readable without decrypting.
+                let _ = hash;
+            }
+            Opened::Plain => {
+                let text =
+                    String::from_utf8(bytes).map_err(|_| ctx.err(node, Some(key), format!("{path} is not UTF-8")))?;
+                let vars = interpolate::parse_dotenv(&text, &Vars::new())
+                    .map_err(|(line, m)| ctx.err(node, Some(key), format!("{path}:{line}: {m}")))?;
+                env.extend(vars.into_iter().map(|(k, v)| (k, EnvValue::Plain(v))));
+            }
+        }
     }
     Ok(env)
 }
@@ -1577,6 +1790,7 @@ fn parse_mount(
             nocopy: false,
             tmpfs_size: None,
             file_owner: None,
+            content_hash: None,
         };
         match typ.as_str() {
             "bind" => {
@@ -1672,6 +1886,7 @@ fn parse_mount(
         nocopy: false,
         tmpfs_size: None,
         file_owner: None,
+        content_hash: None,
     })
 }
 
@@ -1747,6 +1962,7 @@ fn parse_service_config(
         nocopy: false,
         tmpfs_size: None,
         file_owner: owner,
+        content_hash: None,
     })
 }
 
@@ -2112,6 +2328,8 @@ networks:
             tree: &t,
             inherited_volumes: &[],
             inherited_networks: &[],
+            inherited_secrets: &[],
+            secrets: SecretsCtx::offline(),
         };
         let f = parse_layer(
             &layer,

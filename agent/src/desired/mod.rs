@@ -5,12 +5,14 @@
 
 pub mod compose;
 pub mod interpolate;
+pub mod sops;
 pub mod spec;
 pub mod yaml;
 
 use compose::{RepoFile, ServiceSpec};
 use interpolate::Vars;
-use spec::{NetworkSpec, VolumeSpec};
+pub use sops::SecretsCtx;
+use spec::{NetworkSpec, SecretBytes, SecretFile, VolumeSpec};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// File or directory.
@@ -113,6 +115,13 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether the error is about decrypting a secret (the cycle's `decrypt` step).
+    pub fn is_decrypt(&self) -> bool {
+        matches!(self, Error::Compose(e) if e.secret)
+    }
+}
+
 /// Host facts available to interpolation.
 #[derive(Debug, Clone)]
 pub struct HostFacts {
@@ -135,6 +144,10 @@ pub struct Desired {
     pub networks: BTreeMap<String, NetworkSpec>,
     /// Repository files to materialize for bind mounts, by mount source.
     pub files: BTreeMap<String, RepoFile>,
+    /// Declared SOPS secrets by name (plaintext in memory when decrypted).
+    pub secret_files: BTreeMap<String, SecretFile>,
+    /// Environment values from SOPS `env_file`s, by service then variable (in memory only).
+    pub secret_env: BTreeMap<String, BTreeMap<String, SecretBytes>>,
     /// Services in start order (dependencies first).
     pub start_order: Vec<String>,
     /// Non-fatal notes for the operator.
@@ -160,11 +173,13 @@ fn read_text(tree: &dyn Tree, path: &str) -> Result<Option<String>, Error> {
 
 /// Load the desired state from `layers` of `tree`. A later layer replaces an earlier layer's
 /// service of the same name.
-pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts) -> Result<Desired, Error> {
+pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts, secrets: SecretsCtx<'_>) -> Result<Desired, Error> {
     let mut services: BTreeMap<String, ServiceSpec> = BTreeMap::new();
     let mut volumes: BTreeMap<String, VolumeSpec> = BTreeMap::new();
     let mut networks: BTreeMap<String, NetworkSpec> = BTreeMap::new();
     let mut files = BTreeMap::new();
+    let mut secret_files: BTreeMap<String, SecretFile> = BTreeMap::new();
+    let mut secret_env: BTreeMap<String, BTreeMap<String, SecretBytes>> = BTreeMap::new();
     let mut warnings = Vec::new();
     let mut project = None;
     let mut found = false;
@@ -197,6 +212,7 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts) -> Result<Desi
         found = true;
         let inherited_volumes: Vec<String> = volumes.keys().cloned().collect();
         let inherited_networks: Vec<String> = networks.keys().cloned().collect();
+        let inherited_secrets: Vec<String> = secret_files.keys().cloned().collect();
         let file = compose::parse_layer(
             &compose::Layer {
                 file: &path,
@@ -205,6 +221,8 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts) -> Result<Desi
                 tree,
                 inherited_volumes: &inherited_volumes,
                 inherited_networks: &inherited_networks,
+                inherited_secrets: &inherited_secrets,
+                secrets,
             },
             &text,
         )?;
@@ -215,7 +233,17 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts) -> Result<Desi
         volumes.extend(file.volumes);
         networks.extend(file.networks);
         files.extend(file.files);
+        secret_files.extend(file.secret_files);
         for s in file.services {
+            // A later layer's service replaces the earlier one, secret environment included.
+            match file.secret_env.get(&s.name) {
+                Some(env) => {
+                    secret_env.insert(s.name.clone(), env.clone());
+                }
+                None => {
+                    secret_env.remove(&s.name);
+                }
+            }
             services.insert(s.name.clone(), s);
         }
     }
@@ -250,6 +278,35 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts) -> Result<Desi
         .map(|m| m.source.as_str())
         .collect();
     files.retain(|k, _| used.contains(k.as_str()));
+    // A secret's content hash goes into each user's spec, so a changed secret replaces exactly
+    // the containers that use it.
+    for s in services.values_mut() {
+        for m in s.volumes.iter_mut().filter(|m| m.kind == spec::MountKind::Secret) {
+            m.content_hash = secret_files.get(&m.source).map(|f| f.hash.clone());
+        }
+    }
+    let used_secrets: BTreeSet<String> = services
+        .values()
+        .flat_map(|s| s.volumes.iter())
+        .filter(|m| m.kind == spec::MountKind::Secret)
+        .map(|m| m.source.clone())
+        .collect();
+    for name in &used_secrets {
+        if !secret_files.contains_key(name) {
+            return Err(Error::Dependency {
+                service: services
+                    .values()
+                    .find(|s| {
+                        s.volumes
+                            .iter()
+                            .any(|m| m.kind == spec::MountKind::Secret && m.source == *name)
+                    })
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default(),
+                message: format!("secret {name:?} is not declared in any layer"),
+            });
+        }
+    }
     for s in services.values() {
         if let Some(other) = s.network_mode.as_deref().and_then(|m| m.strip_prefix("service:")) {
             if !services.contains_key(other) {
@@ -278,6 +335,8 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts) -> Result<Desi
         volumes,
         networks,
         files,
+        secret_files,
+        secret_env,
         start_order,
         warnings,
     })
@@ -479,7 +538,13 @@ pub(crate) mod tests {
             ),
             ("hosts/edge-1/compose.yaml", "services:\n  a: {image: \"x:2\"}\n"),
         ]);
-        let d = load(&t, &["common".into(), "hosts/edge-1".into()], &host()).expect("valid");
+        let d = load(
+            &t,
+            &["common".into(), "hosts/edge-1".into()],
+            &host(),
+            SecretsCtx::offline(),
+        )
+        .expect("valid");
         assert_eq!(d.services["a"].image, "x:2");
         assert_eq!(d.services["b"].image, "y");
         assert_eq!(d.project, "tend");
@@ -488,8 +553,17 @@ pub(crate) mod tests {
     #[test]
     fn missing_layers_are_skipped_but_not_all() {
         let t = tree(&[("common/compose.yaml", "services:\n  a: {image: x}\n")]);
-        assert!(load(&t, &["common".into(), "hosts/none".into()], &host()).is_ok());
-        assert!(matches!(load(&t, &["nope".into()], &host()), Err(Error::Empty { .. })));
+        assert!(load(
+            &t,
+            &["common".into(), "hosts/none".into()],
+            &host(),
+            SecretsCtx::offline()
+        )
+        .is_ok());
+        assert!(matches!(
+            load(&t, &["nope".into()], &host(), SecretsCtx::offline()),
+            Err(Error::Empty { .. })
+        ));
     }
 
     #[test]
@@ -501,7 +575,7 @@ pub(crate) mod tests {
                 "name: demo\nservices:\n  a:\n    image: \"x:${TAG}\"\n    environment: [\"H=${TEND_HOST}\"]\n",
             ),
         ]);
-        let d = load(&t, &[".".into()], &host()).expect("valid");
+        let d = load(&t, &[".".into()], &host(), SecretsCtx::offline()).expect("valid");
         assert_eq!(d.services["a"].image, "x:3");
         assert_eq!(d.services["a"].environment["H"], "edge-1");
         assert_eq!(d.project, "demo");
@@ -513,7 +587,7 @@ pub(crate) mod tests {
             "compose.yaml",
             "services:\n  web: {image: x, depends_on: [api]}\n  api: {image: x, depends_on: [db]}\n  db: {image: x}\n  aaa: {image: x}\n",
         )]);
-        let d = load(&t, &[".".into()], &host()).expect("valid");
+        let d = load(&t, &[".".into()], &host(), SecretsCtx::offline()).expect("valid");
         assert_eq!(d.start_order, vec!["aaa", "db", "api", "web"]);
     }
 
@@ -521,21 +595,21 @@ pub(crate) mod tests {
     fn dependency_errors() {
         let t = tree(&[("compose.yaml", "services:\n  web: {image: x, depends_on: [nope]}\n")]);
         assert!(matches!(
-            load(&t, &[".".into()], &host()),
+            load(&t, &[".".into()], &host(), SecretsCtx::offline()),
             Err(Error::Dependency { .. })
         ));
         let t = tree(&[(
             "compose.yaml",
             "services:\n  a: {image: x, depends_on: [b]}\n  b: {image: x, depends_on: [a]}\n",
         )]);
-        let e = load(&t, &[".".into()], &host()).expect_err("cycle");
+        let e = load(&t, &[".".into()], &host(), SecretsCtx::offline()).expect_err("cycle");
         assert!(e.to_string().contains("cycle"), "{e}");
     }
 
     #[test]
     fn bad_dotenv_names_file_and_line() {
         let t = tree(&[("l/.env", "A=1\nbroken\n"), ("l/compose.yaml", "services: {}\n")]);
-        let e = load(&t, &["l".into()], &host()).expect_err("bad env");
+        let e = load(&t, &["l".into()], &host(), SecretsCtx::offline()).expect_err("bad env");
         assert_eq!(e.to_string(), "l/.env:2: expected KEY=VALUE, found \"broken\"");
     }
 }

@@ -11,6 +11,27 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// Plaintext held in memory only: zeroized on drop, never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(pub zeroize::Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<redacted {} bytes>", self.0.len())
+    }
+}
+
+/// A SOPS file declared under top-level `secrets:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretFile {
+    /// Repository path of the encrypted file.
+    pub path: String,
+    /// Keyed hash of the plaintext.
+    pub hash: String,
+    /// The plaintext (as `sops decrypt` prints it); `None` when only validated.
+    pub plaintext: Option<SecretBytes>,
+}
+
 /// One normalised service: everything that decides how its container is created.
 /// Its hash (see [`ServiceSpec::hash`]) decides replace vs keep.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -28,6 +49,10 @@ pub struct ServiceSpec {
     /// Environment (from `env_file` then `environment`), sorted by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<String, String>,
+    /// Environment from SOPS `env_file`s: variable -> keyed hash of its value. The values live
+    /// only in memory ([`super::Desired::secret_env`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
     /// Restart policy: `no`, `always`, `unless-stopped`, `on-failure[:N]`.
     pub restart: String,
     /// User labels (tend's own labels are added at create time).
@@ -218,6 +243,9 @@ pub enum MountKind {
     /// A relative path that is not in the repository: a persistent host directory tend keeps
     /// under its state dir (`data/<project>/<path>`), created empty like compose would.
     Data,
+    /// A decrypted secret (compose `secrets:`), on tmpfs under the runtime dir. `source` is the
+    /// secret's name.
+    Secret,
 }
 
 /// One mount.
@@ -242,9 +270,12 @@ pub struct Mount {
     /// Tmpfs size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmpfs_size: Option<i64>,
-    /// For repo files (configs): owner, group and mode of the materialized copy.
+    /// For repo files (configs) and secrets: owner, group and mode of the copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_owner: Option<FileOwner>,
+    /// For secrets: keyed hash of the content, so a changed secret replaces its users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<String>,
 }
 
 /// Owner and mode of a materialized file (compose `configs` long syntax).
@@ -433,6 +464,23 @@ impl ServiceSpec {
         if self.restart != old.restart {
             parts.push(format!("restart {} -> {}", old.restart, self.restart));
         }
+        if self.secret_env != old.secret_env {
+            let mut keys: Vec<&str> = self
+                .secret_env
+                .iter()
+                .filter(|(k, v)| old.secret_env.get(*k) != Some(v))
+                .map(|(k, _)| k.as_str())
+                .chain(
+                    old.secret_env
+                        .keys()
+                        .filter(|k| !self.secret_env.contains_key(*k))
+                        .map(String::as_str),
+                )
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            parts.push(format!("secret environment ({})", keys.join(", ")));
+        }
         if self.environment != old.environment {
             let mut keys: Vec<&str> = self
                 .environment
@@ -457,7 +505,7 @@ impl ServiceSpec {
             keys.sort();
             keys.dedup();
             for k in keys {
-                if matches!(k.as_str(), "image" | "restart" | "environment" | "name") {
+                if matches!(k.as_str(), "image" | "restart" | "environment" | "secret_env" | "name") {
                     continue;
                 }
                 if n.get(k) != o.get(k) {
