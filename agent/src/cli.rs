@@ -227,6 +227,9 @@ pub fn render_status(state: &State, now: i64, daemon_note: Option<&str>, out: &m
             })
             .collect();
         table(out, &["SERVICE", "STATE", "CONTAINER", "IMAGE", "STATUS"], &rows)?;
+        for c in state.containers.iter().filter(|c| c.note.is_some()) {
+            writeln!(out, "  ! {}: {}", c.service, c.note.as_deref().unwrap_or_default())?;
+        }
     }
     for w in &state.warnings {
         writeln!(out, "warning   {w}")?;
@@ -323,6 +326,7 @@ mod tests {
                 state: "running".into(),
                 status: "Up 5 minutes".into(),
                 image: "nginx:1.27".into(),
+                note: None,
             }],
             ..State::default()
         }

@@ -72,6 +72,8 @@ pub struct Agent<E: Engine> {
     pending_signer: Option<Signer>,
     /// Age identities for SOPS files.
     identities: crate::secrets::Identities,
+    /// Services tend keeps putting back, with their backoff.
+    backoff: std::collections::HashMap<String, Backoff>,
     /// Key of keyed hashes of secret content (per host, kept in the state dir).
     hash_key: [u8; 32],
 }
@@ -150,6 +152,7 @@ impl<E: Engine> Agent<E> {
             pending_signer: None,
             identities,
             hash_key,
+            backoff: std::collections::HashMap::new(),
         })
     }
 
@@ -336,8 +339,11 @@ impl<E: Engine> Agent<E> {
                 return;
             }
         };
-        let plan = plan::plan(desired, &observed, &self.state.specs);
+        let mut plan = plan::plan(desired, &observed, &self.state.specs);
         let is_new = applied != Some(rev);
+        if !is_new {
+            self.hold_back_crash_loops(&mut plan, &observed.containers);
+        }
         if !desired.files.is_empty() {
             let root = self.cfg.files_dir();
             let written = tokio::task::block_in_place(|| {
@@ -377,7 +383,20 @@ impl<E: Engine> Agent<E> {
             self.engine.observe().await
         };
         match after {
-            Ok(o) => self.record_containers(desired, &o.containers),
+            Ok(o) => {
+                self.record_containers(desired, &o.containers);
+                for c in self.state.containers.iter_mut() {
+                    if let Some(b) = self.backoff.get(&c.service) {
+                        if b.attempts >= 2 {
+                            let wait = b.next.saturating_duration_since(Instant::now()).as_secs();
+                            c.note = Some(format!(
+                                "crash-looping: put back {} times; next attempt in {wait}s",
+                                b.attempts
+                            ));
+                        }
+                    }
+                }
+            }
             Err(e) => report.problems.push(("observe".into(), e.to_string())),
         }
         let commit = self.commit_info(rev);
@@ -455,6 +474,55 @@ impl<E: Engine> Agent<E> {
         }
     }
 
+    /// Drift correction must not fight a crash-looping container in a tight loop: a service put
+    /// back again within a few minutes waits exponentially longer (5 s, 10 s, ... up to 5 min)
+    /// and is reported; a service that stays up for two minutes is forgiven.
+    fn hold_back_crash_loops(&mut self, plan: &mut plan::Plan, observed: &[ObservedContainer]) {
+        let now = Instant::now();
+        self.backoff.retain(|svc, b| {
+            let running = observed
+                .iter()
+                .any(|c| &c.service == svc && c.state == plan::ContainerState::Running);
+            !(running && now.duration_since(b.last) > Duration::from_secs(120))
+        });
+        plan.steps.retain(|step| {
+            let service = match &step.action {
+                plan::Action::Start { service, .. }
+                | plan::Action::Create { service }
+                | plan::Action::Replace { service, .. } => service,
+                _ => return true,
+            };
+            match self.backoff.get_mut(service) {
+                Some(b) if b.next > now => {
+                    log::warn!(
+                        "{service} is crash-looping ({} attempts); next attempt in {}s",
+                        b.attempts,
+                        (b.next - now).as_secs()
+                    );
+                    false
+                }
+                Some(b) => {
+                    b.attempts += 1;
+                    b.last = now;
+                    let secs = 5u64.saturating_mul(1 << (b.attempts - 1).min(6)).min(300);
+                    b.next = now + Duration::from_secs(secs);
+                    true
+                }
+                None => {
+                    self.backoff.insert(
+                        service.clone(),
+                        Backoff {
+                            attempts: 1,
+                            last: now,
+                            next: now,
+                        },
+                    );
+                    true
+                }
+            }
+        });
+    }
+
     fn roots(&self) -> crate::docker::Roots {
         crate::docker::Roots {
             files: self.cfg.files_dir(),
@@ -479,6 +547,7 @@ impl<E: Engine> Agent<E> {
                     state: "missing".into(),
                     status: String::new(),
                     image: images.get(s).cloned().unwrap_or_default(),
+                    note: None,
                 });
             }
         }
@@ -491,8 +560,10 @@ impl<E: Engine> Agent<E> {
         }
     }
 
-    /// Run until SIGTERM/SIGINT: poll on the poll interval, check drift on the drift interval.
-    pub async fn run_loop(&mut self) -> Result<(), Error> {
+    /// Run until SIGTERM/SIGINT: poll on the poll interval, check drift on the drift interval,
+    /// and run a cycle at once when something sends a [`Trigger`] (Docker events, `tend sync`,
+    /// an offline bundle...).
+    pub async fn run_loop(&mut self, mut triggers: tokio::sync::mpsc::Receiver<Trigger>) -> Result<(), Error> {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|source| Error::Dir {
                 path: "signal handler".into(),
@@ -501,9 +572,11 @@ impl<E: Engine> Agent<E> {
         let poll = self.cfg.source.poll_interval;
         let drift = self.cfg.apply.drift_interval;
         let mut next_poll = Instant::now();
+        let mut fetch_now = false;
         loop {
             let now = Instant::now();
-            let fetch = now >= next_poll;
+            let fetch = fetch_now || now >= next_poll;
+            fetch_now = false;
             if fetch {
                 next_poll = now + jitter(poll);
                 self.state.source.next_poll = Some(state::now() + (next_poll - now).as_secs() as i64);
@@ -515,10 +588,43 @@ impl<E: Engine> Agent<E> {
             let wake = next_poll.min(Instant::now() + drift);
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {}
+                Some(t) = triggers.recv() => {
+                    log::debug!("cycle triggered: {t:?}");
+                    fetch_now = t.fetch();
+                    // Coalesce a burst (e.g. several containers dying at once) into one cycle.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    while let Ok(more) = triggers.try_recv() {
+                        fetch_now |= more.fetch();
+                    }
+                }
                 _ = term.recv() => { log::info!("SIGTERM: stopping"); return Ok(()); }
                 _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: stopping"); return Ok(()); }
             }
         }
+    }
+}
+
+/// How often and when next a service may be put back by drift correction.
+#[derive(Debug, Clone)]
+struct Backoff {
+    attempts: u32,
+    last: Instant,
+    next: Instant,
+}
+
+/// Why a cycle should run now rather than at the next tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// Something tend owns changed on the host (e.g. a container died): correct drift.
+    Drift(String),
+    /// Fetch and apply now (`tend sync`, a new offline bundle).
+    Sync(String),
+}
+
+impl Trigger {
+    /// Whether the cycle should poll the source too.
+    pub fn fetch(&self) -> bool {
+        matches!(self, Trigger::Sync(_))
     }
 }
 

@@ -181,6 +181,59 @@ impl DockerEngine {
         self
     }
 
+    /// Watch the engine's events for containers this agent owns (die, destroy, oom, stop,
+    /// pause) and send a drift [`crate::daemon::Trigger`] for each, so a container killed or
+    /// removed by hand is put back within seconds, not at the next drift tick. Reconnects with
+    /// backoff when the engine goes away.
+    pub fn spawn_event_watch(&self, tx: tokio::sync::mpsc::Sender<crate::daemon::Trigger>) {
+        let docker = self.docker.clone();
+        let agent = self.agent.clone();
+        tokio::spawn(async move {
+            let mut backoff = std::time::Duration::from_secs(1);
+            loop {
+                let filters = HashMap::from([
+                    ("type".to_owned(), vec!["container".to_owned()]),
+                    ("label".to_owned(), vec![format!("{LABEL_AGENT}={agent}")]),
+                    (
+                        "event".to_owned(),
+                        ["die", "destroy", "oom", "stop", "pause", "kill"]
+                            .map(str::to_owned)
+                            .to_vec(),
+                    ),
+                ]);
+                let mut events = docker.events(Some(bollard::query_parameters::EventsOptions {
+                    filters: Some(filters),
+                    ..Default::default()
+                }));
+                while let Some(item) = events.next().await {
+                    match item {
+                        Ok(ev) => {
+                            backoff = std::time::Duration::from_secs(1);
+                            let name = ev
+                                .actor
+                                .and_then(|a| a.attributes)
+                                .and_then(|a| a.get("name").cloned())
+                                .unwrap_or_default();
+                            let what = format!("{} {name}", ev.action.unwrap_or_default());
+                            if tx.send(crate::daemon::Trigger::Drift(what)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            log::debug!("docker events: {e}");
+                            break;
+                        }
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+            }
+        });
+    }
+
     fn managed_filter(&self) -> HashMap<String, Vec<String>> {
         HashMap::from([(
             "label".to_owned(),

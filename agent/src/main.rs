@@ -52,6 +52,10 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
                 if let Some(path) = &cfg.docker.registry_auth {
                     engine = engine.with_credentials(docker::load_credentials(path).map_err(anyhow::Error::msg)?);
                 }
+                let (tx, rx) = tokio::sync::mpsc::channel(64);
+                if !once {
+                    engine.spawn_event_watch(tx.clone());
+                }
                 let mut agent = daemon::Agent::new(cfg, engine)?;
                 if once {
                     let report = agent.cycle(true).await;
@@ -60,7 +64,9 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
                     }
                     Ok(ExitCode::SUCCESS)
                 } else {
-                    agent.run_loop().await?;
+                    // Keep a sender alive for the life of the loop; trigger sources clone it.
+                    let _triggers = tx;
+                    agent.run_loop(rx).await?;
                     Ok(ExitCode::SUCCESS)
                 }
             })

@@ -139,6 +139,9 @@ pub struct ContainerStatus {
     pub status: String,
     /// Image.
     pub image: String,
+    /// Why tend is holding back (crash loop), when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Everything in `state.json`.
@@ -236,6 +239,7 @@ impl State {
                 state: c.state.to_string(),
                 status: c.status.clone(),
                 image: images.get(&c.service).cloned().unwrap_or_default(),
+                note: None,
             })
             .collect();
     }

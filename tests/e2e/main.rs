@@ -1,6 +1,7 @@
 //! End-to-end: real Git servers (HTTP and SSH from `tests/setup.sh`), the real Docker engine,
 //! the real `tend` binary.
 
+mod drift;
 mod secrets;
 mod support;
 mod trust;
