@@ -56,6 +56,9 @@ fi
 # --- test image -----------------------------------------------------------------------------
 "$(dirname "$0")/build-image.sh" "$IMAGE"
 
+# --- a systemd "host" image (debootstrap, cached) for the units tests -----------------------
+flock /tmp/tend-test-systemd-image.lock bash "$(dirname "$0")/fixtures/build-systemd-image.sh"
+
 # --- git over smart HTTP --------------------------------------------------------------------
 backend="$(git --exec-path)/git-http-backend"
 [ -x "$backend" ] || backend=/usr/lib/git-core/git-http-backend

@@ -231,6 +231,29 @@ pub fn render_status(state: &State, now: i64, daemon_note: Option<&str>, out: &m
             writeln!(out, "  ! {}: {}", c.service, c.note.as_deref().unwrap_or_default())?;
         }
     }
+    if !state.units.is_empty() {
+        writeln!(out, "units:")?;
+        let rows: Vec<[String; 5]> = state
+            .units
+            .iter()
+            .map(|u| {
+                [
+                    u.name.clone(),
+                    u.active.clone(),
+                    u.sub.clone(),
+                    u.file_state.clone(),
+                    String::new(),
+                ]
+            })
+            .collect();
+        table(out, &["UNIT", "ACTIVE", "SUB", "FILE", ""], &rows)?;
+        for u in state.units.iter().filter(|u| u.note.is_some()) {
+            writeln!(out, "  ! {}", u.note.as_deref().unwrap_or_default())?;
+            for line in u.journal.iter().rev().take(5).rev() {
+                writeln!(out, "      | {line}")?;
+            }
+        }
+    }
     for w in &state.warnings {
         writeln!(out, "warning   {w}")?;
     }

@@ -60,6 +60,21 @@ pub struct Config {
     pub trust: Trust,
     /// How SOPS files are decrypted.
     pub secrets: Secrets,
+    /// Where systemd units go and how systemd is reached.
+    pub systemd: Systemd,
+}
+
+/// `[systemd]`.
+#[derive(Debug, Clone)]
+pub struct Systemd {
+    /// Directory unit files are written to.
+    pub unit_dir: PathBuf,
+    /// D-Bus address of systemd's bus; `None` for the system bus.
+    pub bus: Option<String>,
+    /// Take over units of the same name that tend did not write.
+    pub adopt: bool,
+    /// Command prefix to read a unit's journal (`journalctl`).
+    pub journal_command: Vec<String>,
 }
 
 /// `[secrets]`.
@@ -151,6 +166,17 @@ struct RawConfig {
     trust: RawTrust,
     #[serde(default)]
     secrets: RawSecrets,
+    #[serde(default)]
+    systemd: RawSystemd,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSystemd {
+    unit_dir: Option<PathBuf>,
+    bus: Option<String>,
+    adopt: Option<bool>,
+    journal_command: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -322,7 +348,20 @@ impl Config {
             allow_unsigned,
             require,
         };
+        let systemd = Systemd {
+            unit_dir: raw
+                .systemd
+                .unit_dir
+                .unwrap_or_else(|| crate::systemd::DEFAULT_UNIT_DIR.into()),
+            bus: raw.systemd.bus,
+            adopt: raw.systemd.adopt.unwrap_or(false),
+            journal_command: raw.systemd.journal_command.unwrap_or_else(|| vec!["journalctl".into()]),
+        };
+        if systemd.journal_command.is_empty() {
+            return Err(invalid("systemd.journal_command", "must name a command".into()));
+        }
         Ok(Config {
+            systemd,
             secrets: Secrets {
                 age_identities: raw.secrets.age_identities.unwrap_or_default(),
             },

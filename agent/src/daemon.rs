@@ -74,6 +74,8 @@ pub struct Agent<E: Engine> {
     identities: crate::secrets::Identities,
     /// Services tend keeps putting back, with their backoff.
     backoff: std::collections::HashMap<String, Backoff>,
+    /// systemd over D-Bus, connected on first use.
+    units_mgr: Option<crate::systemd::DbusUnitManager>,
     /// Key of keyed hashes of secret content (per host, kept in the state dir).
     hash_key: [u8; 32],
 }
@@ -153,6 +155,7 @@ impl<E: Engine> Agent<E> {
             identities,
             hash_key,
             backoff: std::collections::HashMap::new(),
+            units_mgr: None,
         })
     }
 
@@ -269,7 +272,7 @@ impl<E: Engine> Agent<E> {
                 .state
                 .refused
                 .as_ref()
-                .is_some_and(|r| r.commit.id == tip && approval.trim() != tip);
+                .is_some_and(|r| r.commit.id == tip && approval.trim() != tip && r.step != "plan");
             if applied.as_deref() == Some(tip.as_str()) {
                 // Nothing new.
             } else if refused_already {
@@ -360,18 +363,28 @@ impl<E: Engine> Agent<E> {
             }
         }
         let roots = self.roots();
-        match crate::secretfs::deliver(desired, &roots) {
-            Ok(changed) if !changed.is_empty() => {
-                log::info!(
-                    "secrets delivered to tmpfs: {}",
-                    changed.into_iter().collect::<Vec<_>>().join(", ")
-                )
+        let changed_secrets = match crate::secretfs::deliver(desired, &roots) {
+            Ok(changed) => {
+                if !changed.is_empty() {
+                    log::info!(
+                        "secrets delivered to tmpfs: {}",
+                        changed.iter().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                }
+                changed
             }
-            Ok(_) => {}
             Err(e) => {
                 report.problems.push(("decrypt".into(), e.to_string()));
                 return;
             }
+        };
+        // Units before containers (containers may need what units provide); a revision whose
+        // units cannot be planned is not applied at all.
+        if !self
+            .reconcile_units(desired, &changed_secrets, rev, is_new, started, report)
+            .await
+        {
+            return;
         }
         let opts = apply::Options {
             dependency_timeout: self.cfg.apply.timeout,
@@ -521,6 +534,161 @@ impl<E: Engine> Agent<E> {
                 }
             }
         });
+    }
+
+    async fn unit_manager(&mut self) -> Result<&crate::systemd::DbusUnitManager, crate::systemd::Error> {
+        if self.units_mgr.as_ref().is_none_or(|m| m.is_closed()) {
+            let cfg = crate::systemd::DbusConfig {
+                address: self.cfg.systemd.bus.clone(),
+                journal_command: self.cfg.systemd.journal_command.clone(),
+                ..Default::default()
+            };
+            self.units_mgr = Some(crate::systemd::DbusUnitManager::connect(cfg).await?);
+        }
+        Ok(self.units_mgr.as_ref().expect("connected just above"))
+    }
+
+    /// Reconcile systemd units. Returns false when the rest of the revision must not be applied.
+    async fn reconcile_units(
+        &mut self,
+        desired: &Desired,
+        changed_secrets: &std::collections::BTreeSet<String>,
+        rev: &str,
+        is_new: bool,
+        started: Instant,
+        report: &mut Report,
+    ) -> bool {
+        use crate::systemd;
+        if desired.units.units.is_empty() && self.state.units_owned.is_empty() {
+            self.state.units.clear();
+            return true;
+        }
+        let files = systemd::UnitFiles::new(&self.cfg.systemd.unit_dir);
+        let mut owned = self.state.units_owned.clone();
+        let adopt = self.cfg.systemd.adopt;
+        let names = systemd::units_to_observe(&desired.units, &owned);
+        let mgr = match self.unit_manager().await {
+            Ok(m) => m,
+            Err(e) => {
+                report.problems.push(("units".into(), e.to_string()));
+                return false;
+            }
+        };
+        let observed = match systemd::observe(mgr, &files, &names).await {
+            Ok(o) => o,
+            Err(e) => {
+                report.problems.push(("units".into(), e.to_string()));
+                return false;
+            }
+        };
+        let actions = match systemd::plan(
+            &desired.units,
+            &owned,
+            &observed,
+            changed_secrets,
+            &systemd::PlanOptions { adopt },
+        ) {
+            Ok(a) => a,
+            Err(e) => {
+                let msg = e.to_string();
+                if is_new {
+                    // Refused, but retried on the next poll: the fix may be on the host.
+                    self.refuse(rev, "plan", msg, started, report);
+                } else {
+                    report.problems.push(("units".into(), msg));
+                }
+                return false;
+            }
+        };
+        let now = Instant::now();
+        let mut held = Vec::new();
+        let actions: Vec<systemd::UnitAction> = actions
+            .into_iter()
+            .filter(|a| {
+                if let systemd::UnitAction::Report { .. } = a {
+                    log::warn!("{a}");
+                }
+                if !a.is_recovery() {
+                    return true;
+                }
+                let unit = a.unit().unwrap_or_default().to_owned();
+                let key = format!("unit:{unit}");
+                let b = self.backoff.entry(key).or_insert(Backoff {
+                    attempts: 0,
+                    last: now,
+                    next: now,
+                });
+                if b.next > now {
+                    held.push((unit, b.attempts, (b.next - now).as_secs()));
+                    return false;
+                }
+                b.attempts += 1;
+                b.last = now;
+                b.next = now + Duration::from_secs(5u64.saturating_mul(1 << (b.attempts - 1).min(6)).min(300));
+                true
+            })
+            .collect();
+        for a in &actions {
+            if !matches!(a, systemd::UnitAction::Report { .. }) {
+                log::info!("apply: {a}");
+            }
+        }
+        let mgr = self.units_mgr.as_ref().expect("connected above");
+        let result = systemd::apply(
+            mgr,
+            &files,
+            &desired.units,
+            &actions,
+            &mut owned,
+            &systemd::ApplyOptions::default(),
+        )
+        .await;
+        // Always keep what was written, even after a failure: the next cycle finishes the job.
+        self.state.units_owned = owned;
+        let mut failed: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+        for f in &result.failures {
+            log::error!("{f}");
+            report.problems.push(("units".into(), f.to_string()));
+            failed.insert(f.unit.clone(), (f.to_string(), f.journal.clone()));
+        }
+        let ok = result.aborted.is_none();
+        if let Some(e) = &result.aborted {
+            report.problems.push(("units".into(), e.to_string()));
+        }
+        // Record each owned unit's state (one D-Bus call).
+        let names: Vec<String> = self.state.units_owned.keys().cloned().collect();
+        let reports: BTreeMap<String, String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                systemd::UnitAction::Report { unit, .. } => Some((unit.clone(), a.to_string())),
+                _ => None,
+            })
+            .collect();
+        if let Ok(obs) = systemd::observe(mgr, &files, &names).await {
+            self.state.units = obs
+                .values()
+                .map(|o| {
+                    let (note, journal) = match failed.get(&o.name) {
+                        Some((msg, journal)) => (Some(msg.clone()), journal.clone()),
+                        None => (reports.get(&o.name).cloned(), Vec::new()),
+                    };
+                    let note = note.or_else(|| {
+                        held.iter()
+                            .find(|(u, _, _)| *u == o.name)
+                            .map(|(_, n, wait)| format!("keeps failing: started {n} times; next attempt in {wait}s"))
+                    });
+                    state::UnitStatus {
+                        name: o.name.clone(),
+                        active: o.active_state.clone(),
+                        sub: o.sub_state.clone(),
+                        file_state: o.unit_file_state.clone(),
+                        note,
+                        journal,
+                    }
+                })
+                .collect();
+        }
+        ok
     }
 
     fn roots(&self) -> crate::docker::Roots {

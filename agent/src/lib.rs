@@ -17,4 +17,5 @@ pub mod secretfs;
 pub mod secrets;
 pub mod source;
 pub mod state;
+pub mod systemd;
 pub mod trust;

@@ -176,6 +176,31 @@ pub struct State {
     /// Newest first.
     #[serde(default)]
     pub history: VecDeque<HistoryEntry>,
+    /// Units tend owns: what it wrote, for change detection and cleanup.
+    #[serde(default)]
+    pub units_owned: BTreeMap<String, crate::systemd::OwnedUnit>,
+    /// Owned units as last observed.
+    #[serde(default)]
+    pub units: Vec<UnitStatus>,
+}
+
+/// An owned systemd unit as last observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitStatus {
+    /// Unit name.
+    pub name: String,
+    /// `active`, `inactive`, `failed`...
+    pub active: String,
+    /// `running`, `exited`, `dead`...
+    pub sub: String,
+    /// `enabled`, `disabled`, `masked`...
+    pub file_state: String,
+    /// Why it needs attention, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The last journal lines of a failed unit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub journal: Vec<String>,
 }
 
 impl State {

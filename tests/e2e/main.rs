@@ -2,9 +2,12 @@
 //! the real `tend` binary.
 
 mod drift;
+#[path = "../systemd/common/mod.rs"]
+mod sdnode;
 mod secrets;
 mod support;
 mod trust;
+mod units;
 
 use std::process::Command;
 use support::*;

@@ -107,8 +107,21 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A unit file, drop-in or `units/tend.toml` is wrong.
+    #[error(transparent)]
+    Units(#[from] crate::systemd::Error),
+    /// A unit reads a secret no layer provides, or the secret cannot be decrypted.
+    #[error("{file}: {message}")]
+    UnitSecret {
+        /// The unit file.
+        file: String,
+        /// What is wrong.
+        message: String,
+        /// Whether it is a decryption failure.
+        decrypt: bool,
+    },
     /// No layer declares anything: almost certainly a misconfigured `host.layers`.
-    #[error("none of the layers {layers:?} has a compose.yaml; check host.layers in the config")]
+    #[error("none of the layers {layers:?} has a compose.yaml or units/; check host.layers in the config")]
     Empty {
         /// The layers looked at.
         layers: Vec<String>,
@@ -118,7 +131,7 @@ pub enum Error {
 impl Error {
     /// Whether the error is about decrypting a secret (the cycle's `decrypt` step).
     pub fn is_decrypt(&self) -> bool {
-        matches!(self, Error::Compose(e) if e.secret)
+        matches!(self, Error::Compose(e) if e.secret) || matches!(self, Error::UnitSecret { decrypt: true, .. })
     }
 }
 
@@ -148,6 +161,8 @@ pub struct Desired {
     pub secret_files: BTreeMap<String, SecretFile>,
     /// Environment values from SOPS `env_file`s, by service then variable (in memory only).
     pub secret_env: BTreeMap<String, BTreeMap<String, SecretBytes>>,
+    /// systemd units from the layers' `units/` directories.
+    pub units: crate::systemd::DesiredUnits,
     /// Services in start order (dependencies first).
     pub start_order: Vec<String>,
     /// Non-fatal notes for the operator.
@@ -183,7 +198,19 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts, secrets: Secre
     let mut warnings = Vec::new();
     let mut project = None;
     let mut found = false;
+    let mut unit_files: Vec<(String, BTreeMap<String, Vec<u8>>)> = Vec::new();
     for layer in layers {
+        let units_dir = join(layer, "units");
+        if tree.entry(&units_dir)?.is_some_and(|e| e.kind == EntryKind::Dir) {
+            let files = tree
+                .files_under(&units_dir)?
+                .into_iter()
+                .filter(|f| !f.symlink)
+                .map(|f| (f.path, f.data))
+                .collect();
+            unit_files.push((layer.clone(), files));
+            found = true;
+        }
         let mut vars: Vars = BTreeMap::new();
         vars.insert("TEND_HOST".into(), host.name.clone());
         let env_path = join(layer, ".env");
@@ -251,6 +278,67 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts, secrets: Secre
         return Err(Error::Empty {
             layers: layers.to_vec(),
         });
+    }
+    let unit_layers: Vec<crate::systemd::Layer<'_>> = unit_files
+        .iter()
+        .map(|(name, files)| crate::systemd::Layer { name, files })
+        .collect();
+    let units = crate::systemd::desired_units(&unit_layers)?;
+    // Units read secrets at /run/tend/secrets/NAME: a compose `secrets:` entry, or a SOPS file
+    // `secrets/NAME[.ext]` in a layer (the last layer that has one wins).
+    for unit in units.units.values() {
+        for name in &unit.secrets {
+            if secret_files.contains_key(name) {
+                continue;
+            }
+            let mut found_file = None;
+            for layer in layers {
+                let dir = join(layer, "secrets");
+                if !tree.entry(&dir)?.is_some_and(|e| e.kind == EntryKind::Dir) {
+                    continue;
+                }
+                for f in tree.files_under(&dir)? {
+                    if f.path == *name || f.path.strip_prefix(name.as_str()).is_some_and(|r| r.starts_with('.')) {
+                        found_file = Some((format!("{dir}/{}", f.path), f.data));
+                    }
+                }
+            }
+            let unit_file = format!("units/{}", unit.name);
+            let Some((path, bytes)) = found_file else {
+                return Err(Error::UnitSecret {
+                    file: unit_file,
+                    message: format!(
+                        "reads /run/tend/secrets/{name}, but no layer declares secret {name:?} (add secrets/{name}.<ext> encrypted with sops, or a compose `secrets:` entry)"
+                    ),
+                    decrypt: false,
+                });
+            };
+            let opened = sops::open(&path, &bytes, &secrets).map_err(|e| Error::UnitSecret {
+                file: unit_file.clone(),
+                message: e.to_string(),
+                decrypt: true,
+            })?;
+            match opened {
+                sops::Opened::Plain => {
+                    return Err(Error::UnitSecret {
+                        file: unit_file,
+                        message: format!("secret {name:?}: {path} is not encrypted with sops; encrypt it"),
+                        decrypt: false,
+                    })
+                }
+                sops::Opened::Sops { hash, doc } => {
+                    let plaintext = match doc {
+                        Some(d) => Some(SecretBytes(d.to_bytes().map_err(|e| Error::UnitSecret {
+                            file: unit_file.clone(),
+                            message: e.to_string(),
+                            decrypt: true,
+                        })?)),
+                        None => None,
+                    };
+                    secret_files.insert(name.clone(), SecretFile { path, hash, plaintext });
+                }
+            }
+        }
     }
     let project = project.unwrap_or_else(|| host.project.clone());
     // Engine names, as compose derives them.
@@ -337,6 +425,7 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts, secrets: Secre
         files,
         secret_files,
         secret_env,
+        units,
         start_order,
         warnings,
     })
