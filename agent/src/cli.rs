@@ -61,7 +61,8 @@ pub enum Command {
         /// The encrypted file.
         file: PathBuf,
     },
-    /// Allow one refused revision locally.
+    /// Approve a revision waiting in manual mode, or (with --allow-rollback) allow one revision
+    /// that does not descend from the applied one.
     Approve {
         /// Allow applying REV although it does not descend from the applied commit (a rollback
         /// or a force-push). Used once.
@@ -69,6 +70,28 @@ pub enum Command {
         allow_rollback: bool,
         /// Branch, tag or commit hash, in the agent's repository.
         rev: String,
+    },
+    /// Run a cycle now.
+    Sync {
+        /// Wait for the cycle and print each step; exit with its result.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop applying changes (drift is still detected and reported).
+    Suspend,
+    /// Apply changes again.
+    Resume,
+    /// What the newest verified revision changes, per resource, and why.
+    Diff {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The last revisions: outcome, signer, timing and reason.
+    History {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Check a repository tree offline (for CI before merge); exits non-zero on errors.
     Validate {
@@ -119,6 +142,44 @@ pub fn validate(
     Ok(())
 }
 
+/// `tend diff`.
+pub fn render_diff(diff: Option<&crate::state::Diff>, out: &mut dyn Write) -> std::io::Result<()> {
+    let Some(d) = diff else {
+        return writeln!(out, "no revision planned yet");
+    };
+    if d.steps.is_empty() {
+        return writeln!(out, "{}: no changes: the host matches this revision", short(&d.commit));
+    }
+    writeln!(out, "{}: {} change(s)", short(&d.commit), d.steps.len())?;
+    for s in &d.steps {
+        writeln!(out, "  {:<28} {}", crate::apply::describe(&s.action), s.reason)?;
+    }
+    Ok(())
+}
+
+/// `tend history`.
+pub fn render_history(state: &State, now: i64, out: &mut dyn Write) -> std::io::Result<()> {
+    if state.history.is_empty() {
+        return writeln!(out, "no history yet");
+    }
+    for h in &state.history {
+        writeln!(
+            out,
+            "{:>5} ago  {}  {:<15} {:>6}ms  \"{}\"{}",
+            ago(now - h.at),
+            short(&h.commit),
+            h.outcome,
+            h.duration_ms,
+            h.subject,
+            h.signer.as_ref().map(|s| format!(" signed by {s}")).unwrap_or_default()
+        )?;
+        if !h.message.is_empty() {
+            writeln!(out, "                  {}", h.message)?;
+        }
+    }
+    Ok(())
+}
+
 /// A duration in seconds as "5s", "3m", "2h", "4d".
 pub fn ago(secs: i64) -> String {
     let s = secs.max(0);
@@ -148,6 +209,18 @@ pub fn render_status(state: &State, now: i64, daemon_note: Option<&str>, out: &m
     }
     if let Some(note) = daemon_note {
         writeln!(out, "  note: {note}")?;
+    }
+    let mode = match state.mode {
+        Some(crate::config::Mode::Manual) => "manual (tend approve REV applies a planned revision)",
+        _ => "auto",
+    };
+    if state.suspended {
+        writeln!(
+            out,
+            "mode      {mode}; SUSPENDED: nothing is applied, drift is only reported (tend resume)"
+        )?;
+    } else {
+        writeln!(out, "mode      {mode}")?;
     }
     let src = &state.source;
     writeln!(out, "source    {} (branch {})", src.url, src.branch)?;
@@ -207,6 +280,39 @@ pub fn render_status(state: &State, now: i64, daemon_note: Option<&str>, out: &m
         )?;
         if state.applied.is_some() {
             writeln!(out, "          the applied revision above keeps running")?;
+        }
+    }
+    if let Some(p) = &state.pending {
+        writeln!(
+            out,
+            "PENDING   {} \"{}\" waiting for approval since {} ago: tend approve {}",
+            short(&p.commit.id),
+            p.commit.subject,
+            ago(now - p.since),
+            short(&p.commit.id)
+        )?;
+    }
+    if let Some(b) = &state.bad {
+        writeln!(
+            out,
+            "BAD       {} \"{}\" rolled back {} ago: {} (waiting for a newer commit)",
+            short(&b.commit.id),
+            b.commit.subject,
+            ago(now - b.since),
+            b.reason
+        )?;
+    }
+    if let Some(d) = &state.diff {
+        if !d.steps.is_empty() {
+            let what = if state.applied.as_ref().is_some_and(|a| a.commit.id == d.commit) {
+                "drift"
+            } else {
+                "to apply"
+            };
+            writeln!(out, "{what:<9} {} change(s) (tend diff):", d.steps.len())?;
+            for s in d.steps.iter().take(5) {
+                writeln!(out, "  {:<28} {}", crate::apply::describe(&s.action), s.reason)?;
+            }
         }
     }
     if state.containers.is_empty() {
@@ -362,6 +468,7 @@ mod tests {
         let text = String::from_utf8(out).expect("utf8");
         let want = "\
 tend on edge-017
+mode      auto
 source    https://git.example/fleet.git (branch main)
   fetch   ok 10s ago, remote tip 9f8e7d6
   next    poll in 50s
@@ -373,6 +480,92 @@ containers:
   SERVICE  STATE    CONTAINER   IMAGE       STATUS
   web      running  tend-web-1  nginx:1.27  Up 5 minutes
 last error 10s ago in load: commit 9f8e7d6 refused
+";
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn status_snapshot_manual_suspended_bad_units() {
+        use crate::plan::{Action, Step};
+        use crate::state::{Diff, Pending, UnitStatus};
+        let mut st = sample();
+        st.refused = None;
+        st.last_error = None;
+        st.mode = Some(crate::config::Mode::Manual);
+        st.suspended = true;
+        st.pending = Some(Pending {
+            commit: CommitInfo {
+                id: "5e5e5e5e5e".into(),
+                subject: "web: 1.28".into(),
+                time: 950,
+            },
+            since: 940,
+            signer: None,
+        });
+        st.bad = Some(Refused {
+            commit: CommitInfo {
+                id: "badbadbad".into(),
+                subject: "broken healthcheck".into(),
+                time: 800,
+            },
+            step: "health".into(),
+            reason: "web is unhealthy".into(),
+            since: 900,
+        });
+        st.diff = Some(Diff {
+            commit: "5e5e5e5e5e".into(),
+            at: 990,
+            steps: vec![Step {
+                action: Action::Replace {
+                    service: "web".into(),
+                    container_id: "x".into(),
+                },
+                reason: "spec changed: image nginx:1.27 -> nginx:1.28".into(),
+            }],
+        });
+        st.units = vec![
+            UnitStatus {
+                name: "agent.service".into(),
+                active: "active".into(),
+                sub: "running".into(),
+                file_state: "enabled".into(),
+                note: None,
+                journal: vec![],
+            },
+            UnitStatus {
+                name: "backup.service".into(),
+                active: "failed".into(),
+                sub: "failed".into(),
+                file_state: "static".into(),
+                note: Some("start backup.service failed (failed): unit is failed (failed)".into()),
+                journal: vec!["backup: disk full".into()],
+            },
+        ];
+        let mut out = Vec::new();
+        render_status(&st, 1000, None, &mut out).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        let want = "\
+tend on edge-017
+mode      manual (tend approve REV applies a planned revision); SUSPENDED: nothing is applied, drift is only reported (tend resume)
+source    https://git.example/fleet.git (branch main)
+  fetch   ok 10s ago, remote tip 9f8e7d6
+  next    poll in 50s
+applied   1a2b3c4 \"web: nginx 1.27\" (committed 10m ago, applied 5m ago)
+  signed  by ops@example.org (SSH key SHA256:abc)
+PENDING   5e5e5e5 \"web: 1.28\" waiting for approval since 60s ago: tend approve 5e5e5e5
+BAD       badbadb \"broken healthcheck\" rolled back 100s ago: web is unhealthy (waiting for a newer commit)
+to apply  1 change(s) (tend diff):
+  replace web                  spec changed: image nginx:1.27 -> nginx:1.28
+containers:
+  SERVICE  STATE    CONTAINER   IMAGE       STATUS
+  web      running  tend-web-1  nginx:1.27  Up 5 minutes
+units:
+  UNIT            ACTIVE  SUB      FILE
+  agent.service   active  running  enabled
+  backup.service  failed  failed   static
+  ! start backup.service failed (failed): unit is failed (failed)
+      | backup: disk full
+last cycle 10s ago: ok
 ";
         assert_eq!(text, want);
     }

@@ -132,9 +132,25 @@ pub struct Paths {
     pub runtime: PathBuf,
 }
 
+/// `[apply] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Apply every verified revision.
+    Auto,
+    /// Fetch, verify and plan; apply only after `tend approve REV`.
+    Manual,
+}
+
 /// `[apply]`.
 #[derive(Debug, Clone)]
 pub struct Apply {
+    /// `auto` or `manual`.
+    pub mode: Mode,
+    /// How long a new revision has to become healthy before it is rolled back.
+    pub health_timeout: Duration,
+    /// How long containers without a healthcheck must run without restarting to count as healthy.
+    pub settle: Duration,
     /// How often the host is checked against the last good commit, offline too.
     pub drift_interval: Duration,
     /// How long to wait for an image pull or a container stop.
@@ -222,6 +238,9 @@ struct RawPaths {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawApply {
+    mode: Option<String>,
+    health_timeout: Option<String>,
+    settle: Option<String>,
     drift_interval: Option<String>,
     timeout: Option<String>,
 }
@@ -291,6 +310,17 @@ impl Config {
             Duration::from_secs(30),
         )?;
         let timeout = duration("apply.timeout", raw.apply.timeout, Duration::from_secs(300))?;
+        let health_timeout = duration(
+            "apply.health_timeout",
+            raw.apply.health_timeout,
+            Duration::from_secs(120),
+        )?;
+        let settle = duration("apply.settle", raw.apply.settle, Duration::from_secs(10))?;
+        let mode = match raw.apply.mode.as_deref() {
+            None | Some("auto") => Mode::Auto,
+            Some("manual") => Mode::Manual,
+            Some(other) => return Err(invalid("apply.mode", format!("{other:?}: use \"auto\" or \"manual\""))),
+        };
 
         let name = raw.host.name.unwrap_or_else(|| hostname.to_owned());
         if name.is_empty() || name.contains('/') {
@@ -377,6 +407,9 @@ impl Config {
             host: Host { name, layers, project },
             paths,
             apply: Apply {
+                mode,
+                health_timeout,
+                settle,
                 drift_interval,
                 timeout,
             },
@@ -410,6 +443,21 @@ impl Config {
     /// The per-host key of keyed content hashes of secrets.
     pub fn secret_hash_key_file(&self) -> PathBuf {
         self.paths.state.join("secrets-hash.key")
+    }
+
+    /// The operator's approval of one revision in manual mode (`tend approve REV`).
+    pub fn approval_file(&self) -> PathBuf {
+        self.paths.state.join("approved")
+    }
+
+    /// Present while the agent is suspended (`tend suspend`).
+    pub fn suspend_file(&self) -> PathBuf {
+        self.paths.state.join("suspended")
+    }
+
+    /// The local API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.paths.runtime.join("tend.sock")
     }
 
     /// The durable state file.

@@ -49,9 +49,41 @@ pub struct Report {
     pub problems: Vec<(String, String)>,
     /// Number of changes applied.
     pub changes: usize,
+    /// Steps that ran, in order.
+    pub steps: Vec<&'static str>,
+    /// The diff of this cycle's newest revision is recorded.
+    diff_recorded: bool,
+}
+
+/// The cycle's steps, in order.
+pub const STEPS: [&str; 8] = [
+    "fetch", "verify", "load", "decrypt", "observe", "plan", "apply", "health",
+];
+
+/// Each step that ran (or failed) this cycle, with its condition.
+fn conditions(report: &Report) -> Vec<state::StepCondition> {
+    STEPS
+        .iter()
+        .filter(|s| report.steps.contains(s) || report.problems.iter().any(|(p, _)| p == *s))
+        .map(|s| {
+            let failure = report.problems.iter().find(|(p, _)| p == s).map(|(_, m)| m.clone());
+            state::StepCondition {
+                step: (*s).to_owned(),
+                ok: failure.is_none(),
+                message: failure,
+            }
+        })
+        .collect()
 }
 
 impl Report {
+    /// Note that `step` ran.
+    pub fn ran(&mut self, step: &'static str) {
+        if !self.steps.contains(&step) {
+            self.steps.push(step);
+        }
+    }
+
     /// The first problem as one line, if any.
     pub fn first_problem(&self) -> Option<String> {
         self.problems.first().map(|(step, msg)| format!("{step}: {msg}"))
@@ -76,6 +108,8 @@ pub struct Agent<E: Engine> {
     backoff: std::collections::HashMap<String, Backoff>,
     /// systemd over D-Bus, connected on first use.
     units_mgr: Option<crate::systemd::DbusUnitManager>,
+    /// The state as the API sees it.
+    shared: Option<crate::api::Shared>,
     /// Key of keyed hashes of secret content (per host, kept in the state dir).
     hash_key: [u8; 32],
 }
@@ -156,6 +190,7 @@ impl<E: Engine> Agent<E> {
             hash_key,
             backoff: std::collections::HashMap::new(),
             units_mgr: None,
+            shared: None,
         })
     }
 
@@ -182,6 +217,7 @@ impl<E: Engine> Agent<E> {
     /// Record `tip` as refused by `step`.
     fn refuse(&mut self, tip: &str, step: &str, reason: String, started: Instant, report: &mut Report) {
         log::error!("refusing commit {}: {reason}", short(tip));
+        self.set_phase(tip, state::Phase::Failed, Some(format!("{step}: {reason}")));
         let commit = self.commit_info(tip);
         self.state.record(HistoryEntry {
             at: state::now(),
@@ -201,6 +237,48 @@ impl<E: Engine> Agent<E> {
         report
             .problems
             .push((step.into(), format!("commit {} refused: {reason}", short(tip))));
+    }
+
+    /// Carry out an operator's command (intents are files in the state dir, so they survive a
+    /// restart and work the same with and without the daemon).
+    pub fn command(&mut self, cmd: &Command) -> serde_json::Value {
+        let result: Result<String, String> = match cmd {
+            Command::Sync => Ok("cycle started".into()),
+            Command::Suspend => std::fs::write(self.cfg.suspend_file(), b"suspended\n")
+                .map(|()| "suspended: no applies; drift is only reported".into())
+                .map_err(|e| e.to_string()),
+            Command::Resume => match std::fs::remove_file(self.cfg.suspend_file()) {
+                Ok(()) => Ok("resumed".into()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok("not suspended".into()),
+                Err(e) => Err(e.to_string()),
+            },
+            Command::Approve { rev, rollback } => match self.repo.resolve(rev) {
+                Err(e) => Err(e.to_string()),
+                Ok(id) => {
+                    let file = if *rollback {
+                        rollback_approval_file(&self.cfg)
+                    } else {
+                        self.cfg.approval_file()
+                    };
+                    std::fs::write(&file, format!("{id}\n"))
+                        .map(|()| format!("approved {id}"))
+                        .map_err(|e| e.to_string())
+                }
+            },
+        };
+        log::info!("command {cmd:?}: {result:?}");
+        match result {
+            Ok(m) => serde_json::json!({ "ok": true, "message": m }),
+            Err(e) => serde_json::json!({ "ok": false, "error": e }),
+        }
+    }
+
+    /// Share the state with the API after every save.
+    pub fn share(&mut self, shared: crate::api::Shared) {
+        if let Ok(mut s) = shared.lock() {
+            *s = self.state.clone();
+        }
+        self.shared = Some(shared);
     }
 
     /// The current state (for tests and the status API).
@@ -241,6 +319,7 @@ impl<E: Engine> Agent<E> {
         let mut report = Report::default();
         let mut tip = None;
         if fetch {
+            report.ran("fetch");
             self.state.source.last_attempt = Some(state::now());
             let ssh = SshOptions {
                 key: self.cfg.source.ssh_key.clone(),
@@ -263,9 +342,34 @@ impl<E: Engine> Agent<E> {
             }
         }
 
+        // Without a fetch, the last fetched tip still counts (an approval or a resume can make it
+        // applicable); it is in the local repository.
+        if tip.is_none() && !fetch {
+            tip = self
+                .state
+                .source
+                .remote_tip
+                .clone()
+                .filter(|t| self.repo.resolve(t).is_ok());
+        }
+        self.state.mode = Some(self.cfg.apply.mode);
+        self.state.suspended = self.cfg.suspend_file().exists();
         let applied = self.state.applied.as_ref().map(|a| a.commit.id.clone());
         let mut target: Option<(String, Arc<Desired>)> = None;
-        if let Some(tip) = tip {
+        let bad_tip = tip
+            .as_ref()
+            .is_some_and(|t| self.state.bad.as_ref().is_some_and(|b| &b.commit.id == t));
+        if bad_tip {
+            let reason = self.state.bad.as_ref().map(|b| b.reason.clone()).unwrap_or_default();
+            report.problems.push((
+                "health".into(),
+                format!(
+                    "commit {} was rolled back ({reason}); waiting for a newer commit",
+                    short(tip.as_deref().unwrap_or_default())
+                ),
+            ));
+        }
+        if let Some(tip) = tip.filter(|_| !bad_tip) {
             // A refused tip is not verified again on every poll; an approval changes that.
             let approval = std::fs::read_to_string(rollback_approval_file(&self.cfg)).unwrap_or_default();
             let refused_already = self
@@ -287,15 +391,19 @@ impl<E: Engine> Agent<E> {
                     .push((step, format!("commit {} refused: {r}", short(&tip))));
             } else {
                 // Verify before anything of the commit is read.
+                report.ran("verify");
+                report.ran("load");
                 match tokio::task::block_in_place(|| self.verify(&tip, applied.as_deref())) {
                     Err(reason) => self.refuse(&tip, "verify", reason, started, &mut report),
                     Ok(signer) => {
                         if let Some(s) = &signer {
                             log::info!("commit {} verified: signed by {s}", short(&tip));
                         }
+                        self.set_phase(&tip, state::Phase::Verified, None);
                         match tokio::task::block_in_place(|| self.load(&tip)) {
                             Ok(d) => {
                                 self.pending_signer = signer;
+                                self.set_phase(&tip, state::Phase::Planned, None);
                                 target = Some((tip, d));
                             }
                             Err((step, reason)) => self.refuse(&tip, step, reason, started, &mut report),
@@ -303,6 +411,35 @@ impl<E: Engine> Agent<E> {
                     }
                 }
             }
+        }
+        // Manual mode and suspension: the new revision is planned (for `tend diff`) but waits.
+        let suspended = self.state.suspended;
+        let approved = std::fs::read_to_string(self.cfg.approval_file()).unwrap_or_default();
+        let mut waiting: Option<(String, Arc<Desired>)> = None;
+        if let Some((rev, d)) = target.take() {
+            if suspended {
+                waiting = Some((rev, d));
+            } else if self.cfg.apply.mode == crate::config::Mode::Manual && approved.trim() != rev {
+                if self.state.pending.as_ref().is_none_or(|p| p.commit.id != rev) {
+                    log::info!(
+                        "commit {} is waiting for approval (tend approve {})",
+                        short(&rev),
+                        short(&rev)
+                    );
+                    self.state.pending = Some(state::Pending {
+                        commit: self.commit_info(&rev),
+                        since: state::now(),
+                        signer: self.pending_signer.as_ref().map(|s| s.to_string()),
+                    });
+                }
+                waiting = Some((rev, d));
+            } else {
+                target = Some((rev, d));
+            }
+        }
+        if let Some((rev, d)) = &waiting {
+            self.reconcile(rev, d, applied.as_deref(), started, &mut report, false)
+                .await;
         }
         if target.is_none() {
             if let Some(a) = applied.clone() {
@@ -314,9 +451,11 @@ impl<E: Engine> Agent<E> {
         }
 
         if let Some((rev, desired)) = target {
-            self.reconcile(&rev, &desired, applied.as_deref(), started, &mut report)
+            let apply = !suspended;
+            self.reconcile(&rev, &desired, applied.as_deref(), started, &mut report, apply)
                 .await;
         }
+        self.state.steps = conditions(&report);
         self.state.last_error = report.problems.last().map(|(step, message)| LastError {
             at: state::now(),
             step: step.clone(),
@@ -334,7 +473,9 @@ impl<E: Engine> Agent<E> {
         applied: Option<&str>,
         started: Instant,
         report: &mut Report,
+        apply: bool,
     ) {
+        report.ran("observe");
         let observed = match self.engine.observe().await {
             Ok(o) => o,
             Err(e) => {
@@ -342,8 +483,39 @@ impl<E: Engine> Agent<E> {
                 return;
             }
         };
+        report.ran("plan");
         let mut plan = plan::plan(desired, &observed, &self.state.specs);
         let is_new = applied != Some(rev);
+        if !report.diff_recorded {
+            self.state.diff = Some(state::Diff {
+                commit: rev.to_owned(),
+                at: state::now(),
+                steps: plan.steps.clone(),
+            });
+            report.diff_recorded = true;
+        }
+        if !apply {
+            if !is_new && !plan.is_empty() {
+                let what: Vec<String> = plan
+                    .steps
+                    .iter()
+                    .map(|s| format!("{} ({})", describe(&s.action), s.reason))
+                    .collect();
+                log::warn!("suspended: drift not corrected: {}", what.join("; "));
+            }
+            if !is_new {
+                if let Ok(o) = self.engine.observe().await {
+                    self.record_containers(desired, &o.containers);
+                }
+            }
+            return;
+        }
+        report.ran("apply");
+        if is_new {
+            self.set_phase(rev, state::Phase::Applying, None);
+            // Persist the intent before touching anything: a crash mid-apply resumes here.
+            self.save(report);
+        }
         if !is_new {
             self.hold_back_crash_loops(&mut plan, &observed.containers);
         }
@@ -428,6 +600,16 @@ impl<E: Engine> Agent<E> {
                     log::warn!("cleaning materialized files: {e}");
                 }
                 if is_new {
+                    report.ran("health");
+                    if let Err(why) = self.health_gate(desired).await {
+                        self.roll_back(rev, &why, applied, started, report).await;
+                        return;
+                    }
+                    self.set_phase(rev, state::Phase::Healthy, None);
+                    self.state.pending = None;
+                    // An older bad revision is superseded.
+                    self.state.bad = None;
+                    let _ = std::fs::remove_file(self.cfg.approval_file());
                     log::info!("applied {} \"{}\" ({} changes)", short(rev), commit.subject, done);
                     self.state.record(HistoryEntry {
                         at: state::now(),
@@ -691,6 +873,151 @@ impl<E: Engine> Agent<E> {
         ok
     }
 
+    fn set_phase(&mut self, commit: &str, phase: state::Phase, message: Option<String>) {
+        let changed = self
+            .state
+            .revision
+            .as_ref()
+            .is_none_or(|r| r.commit != commit || r.phase != phase);
+        if changed {
+            self.state.revision = Some(state::RevisionStatus {
+                commit: commit.to_owned(),
+                phase,
+                since: state::now(),
+                message,
+            });
+        }
+    }
+
+    /// After a new revision is applied: containers with a healthcheck must become healthy,
+    /// the others must run without restarting for the settle time, and no owned unit may have
+    /// failed — all within `health_timeout`.
+    async fn health_gate(&mut self, desired: &Desired) -> Result<(), String> {
+        let timeout = self.cfg.apply.health_timeout;
+        let settle = self.cfg.apply.settle;
+        let deadline = Instant::now() + timeout;
+        let mut baseline: BTreeMap<String, i64> = BTreeMap::new();
+        let mut stable_since: Option<Instant> = None;
+        loop {
+            if let Some(u) = self.state.units.iter().find(|u| u.active == "failed") {
+                return Err(format!("unit {} failed", u.name));
+            }
+            let mut waiting_for = None;
+            for spec in desired.services.values() {
+                let name = container_name(&desired.project, spec);
+                let st = self.engine.inspect_state(&name).await.map_err(|e| e.to_string())?;
+                let restarts = self.engine.restarts(&name).await.map_err(|e| e.to_string())?;
+                let base = *baseline.entry(spec.name.clone()).or_insert(restarts);
+                match st {
+                    plan::ContainerState::Running if restarts > base => {
+                        return Err(format!(
+                            "{} restarted {} time(s) since the change",
+                            spec.name,
+                            restarts - base
+                        ))
+                    }
+                    plan::ContainerState::Running => {}
+                    plan::ContainerState::Exited { code: 0 } if spec.restart == "no" => {}
+                    plan::ContainerState::Starting | plan::ContainerState::Created => {
+                        waiting_for.get_or_insert_with(|| format!("{} is {st}", spec.name));
+                    }
+                    other => return Err(format!("{} is {other}", spec.name)),
+                }
+            }
+            let now = Instant::now();
+            match waiting_for {
+                None => {
+                    let since = *stable_since.get_or_insert(now);
+                    if now.duration_since(since) >= settle {
+                        return Ok(());
+                    }
+                }
+                Some(w) => {
+                    stable_since = None;
+                    if now >= deadline {
+                        return Err(format!("not healthy after {}s: {w}", timeout.as_secs()));
+                    }
+                }
+            }
+            if now >= deadline && stable_since.is_none() {
+                return Err(format!("not healthy after {}s", timeout.as_secs()));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// A new revision failed its health gate: mark it bad (not retried until a newer commit)
+    /// and put the last good revision's desired state back.
+    async fn roll_back(&mut self, rev: &str, why: &str, previous: Option<&str>, started: Instant, report: &mut Report) {
+        log::error!("commit {} failed its health gate: {why}; rolling back", short(rev));
+        let commit = self.commit_info(rev);
+        self.state.bad = Some(Refused {
+            commit: commit.clone(),
+            step: "health".into(),
+            reason: why.to_owned(),
+            since: state::now(),
+        });
+        self.state.pending = None;
+        report
+            .problems
+            .push(("health".into(), format!("commit {} is unhealthy: {why}", short(rev))));
+        let Some(prev) = previous else {
+            self.set_phase(
+                rev,
+                state::Phase::Failed,
+                Some(format!("{why}; no earlier revision to roll back to")),
+            );
+            self.state.record(HistoryEntry {
+                at: state::now(),
+                commit: rev.to_owned(),
+                subject: commit.subject,
+                outcome: "failed".into(),
+                signer: self.pending_signer.take().map(|s| s.to_string()),
+                message: format!("unhealthy: {why}; no earlier revision to roll back to"),
+                duration_ms: started.elapsed().as_millis() as u64,
+            });
+            return;
+        };
+        let restored = match tokio::task::block_in_place(|| self.load(prev)) {
+            Ok(d) => d,
+            Err((_, e)) => {
+                report
+                    .problems
+                    .push(("health".into(), format!("rollback to {}: {e}", short(prev))));
+                return;
+            }
+        };
+        let outcome = async {
+            let observed = self.engine.observe().await.map_err(|e| e.to_string())?;
+            let plan = plan::plan(&restored, &observed, &self.state.specs);
+            let opts = apply::Options {
+                dependency_timeout: self.cfg.apply.timeout,
+            };
+            let _ = crate::secretfs::deliver(&restored, &self.roots());
+            apply::apply(&self.engine, &restored, &plan, prev, &opts)
+                .await
+                .map_err(|f| format!("{}: {}", describe(&f.step.action), f.error))?;
+            self.engine.observe().await.map_err(|e| e.to_string())
+        }
+        .await;
+        match outcome {
+            Ok(o) => self.record_containers(&restored, &o.containers),
+            Err(e) => report
+                .problems
+                .push(("health".into(), format!("rollback to {}: {e}", short(prev)))),
+        }
+        self.set_phase(rev, state::Phase::RolledBack, Some(why.to_owned()));
+        self.state.record(HistoryEntry {
+            at: state::now(),
+            commit: rev.to_owned(),
+            subject: commit.subject,
+            outcome: "rolled-back".into(),
+            signer: self.pending_signer.take().map(|s| s.to_string()),
+            message: format!("unhealthy: {why}; restored {}", short(prev)),
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+    }
+
     fn roots(&self) -> crate::docker::Roots {
         crate::docker::Roots {
             files: self.cfg.files_dir(),
@@ -722,6 +1049,11 @@ impl<E: Engine> Agent<E> {
     }
 
     fn save(&mut self, report: &mut Report) {
+        if let Some(shared) = &self.shared {
+            if let Ok(mut s) = shared.lock() {
+                *s = self.state.clone();
+            }
+        }
         if let Err(e) = self.state.save(&self.cfg.state_file()) {
             log::error!("{e}");
             report.problems.push(("state".into(), e.to_string()));
@@ -758,11 +1090,48 @@ impl<E: Engine> Agent<E> {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 Some(t) = triggers.recv() => {
                     log::debug!("cycle triggered: {t:?}");
-                    fetch_now = t.fetch();
+                    let mut batch = vec![t];
                     // Coalesce a burst (e.g. several containers dying at once) into one cycle.
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     while let Ok(more) = triggers.try_recv() {
-                        fetch_now |= more.fetch();
+                        batch.push(more);
+                    }
+                    let mut replies = Vec::new();
+                    for t in batch {
+                        fetch_now |= t.fetch();
+                        if let Trigger::Command(cmd, reply) = t {
+                            let outcome = self.command(&cmd);
+                            let ok = outcome.get("ok").and_then(|v| v.as_bool()).unwrap_or(false);
+                            match (cmd, reply) {
+                                // `sync --wait` answers after the cycle.
+                                (Command::Sync, Some(r)) => replies.push(r),
+                                (_, Some(r)) => {
+                                    let _ = r.send(outcome);
+                                }
+                                _ => {}
+                            }
+                            let _ = ok;
+                        }
+                    }
+                    if !replies.is_empty() {
+                        let now = Instant::now();
+                        if fetch_now {
+                            next_poll = now + jitter(poll);
+                            self.state.source.next_poll = Some(state::now() + (next_poll - now).as_secs() as i64);
+                        }
+                        let report = self.cycle(fetch_now).await;
+                        fetch_now = false;
+                        let outcome = serde_json::json!({
+                            "ok": report.problems.is_empty(),
+                            "changes": report.changes,
+                            "steps": self.state.steps,
+                            "applied": self.state.applied.as_ref().map(|a| a.commit.id.clone()),
+                            "problems": report.problems.iter().map(|(s, m)| format!("{s}: {m}")).collect::<Vec<_>>(),
+                        });
+                        for r in replies {
+                            let _ = r.send(outcome.clone());
+                        }
+                        continue;
                     }
                 }
                 _ = term.recv() => { log::info!("SIGTERM: stopping"); return Ok(()); }
@@ -781,18 +1150,38 @@ struct Backoff {
 }
 
 /// Why a cycle should run now rather than at the next tick.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Trigger {
     /// Something tend owns changed on the host (e.g. a container died): correct drift.
     Drift(String),
-    /// Fetch and apply now (`tend sync`, a new offline bundle).
+    /// Fetch and apply now (a new offline bundle, ...).
     Sync(String),
+    /// An operator's command through the API; the reply goes back on the channel.
+    Command(Command, Option<tokio::sync::oneshot::Sender<serde_json::Value>>),
+}
+
+/// An operator's command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run a cycle now.
+    Sync,
+    /// Approve a revision (manual mode), or allow a rollback to it.
+    Approve {
+        /// Branch, tag or hash.
+        rev: String,
+        /// Allow a revision that does not descend from the applied one.
+        rollback: bool,
+    },
+    /// Stop applying; drift is only reported.
+    Suspend,
+    /// Apply again.
+    Resume,
 }
 
 impl Trigger {
     /// Whether the cycle should poll the source too.
     pub fn fetch(&self) -> bool {
-        matches!(self, Trigger::Sync(_))
+        matches!(self, Trigger::Sync(_) | Trigger::Command(Command::Sync, _))
     }
 }
 

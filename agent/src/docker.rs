@@ -116,6 +116,8 @@ pub trait Engine {
     async fn rename(&self, id: &str, name: &str) -> Result<(), Error>;
     /// Health and running state of a container, for `depends_on` conditions.
     async fn inspect_state(&self, id: &str) -> Result<ContainerState, Error>;
+    /// How often the engine restarted a container (its restart policy at work).
+    async fn restarts(&self, id: &str) -> Result<i64, Error>;
 }
 
 /// Where materialized repository files and data directories live on the host.
@@ -574,6 +576,15 @@ impl Engine for DockerEngine {
             )
             .await
             .map_err(|e| api(format!("rename container {} to {name}", short(id)), e))
+    }
+
+    async fn restarts(&self, id: &str) -> Result<i64, Error> {
+        let c = self
+            .docker
+            .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .map_err(|e| api(format!("inspect container {}", short(id)), e))?;
+        Ok(c.restart_count.unwrap_or(0))
     }
 
     async fn inspect_state(&self, id: &str) -> Result<ContainerState, Error> {

@@ -4,6 +4,7 @@
 //! tree ([`desired`]), observe what tend owns ([`docker`]), decide ([`plan`], pure), change
 //! ([`apply`]) and record ([`state`]). [`daemon`] runs cycles on two clocks; [`cli`] renders.
 
+pub mod api;
 pub mod apply;
 pub mod cli;
 pub mod config;

@@ -26,6 +26,22 @@ fn no_core_dumps() {
     let _ = nix::sys::prctl::set_dumpable(false);
 }
 
+/// The daemon's state through the API, or the state file when the daemon is down (and a note
+/// saying so).
+fn read_state(cfg: &config::Config) -> anyhow::Result<(state::State, Option<String>)> {
+    match tend::api::request(&cfg.socket(), "GET", "/v1/status") {
+        Ok((200, body)) => Ok((
+            serde_json::from_str(&body).context("the daemon's status is not valid JSON")?,
+            None,
+        )),
+        Ok((403, _)) => anyhow::bail!("permission denied: tend status needs root or membership in the tend group"),
+        _ => Ok((
+            state::State::load(&cfg.state_file())?,
+            Some("the daemon is not running: showing the last saved state".into()),
+        )),
+    }
+}
+
 fn run(args: Cli) -> anyhow::Result<ExitCode> {
     if matches!(args.command, Command::Run { .. } | Command::Decrypt { .. }) {
         no_core_dumps();
@@ -43,6 +59,7 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
                 .context("cannot start the async runtime")?;
             rt.block_on(async move {
                 let agent_id = docker::agent_id(&cfg.paths.state);
+                let socket = cfg.socket();
                 let roots = docker::Roots {
                     files: cfg.files_dir(),
                     data: cfg.data_dir(),
@@ -64,6 +81,10 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
                     }
                     Ok(ExitCode::SUCCESS)
                 } else {
+                    let shared: tend::api::Shared = Default::default();
+                    agent.share(shared.clone());
+                    let listener = tend::api::bind(&socket)?;
+                    tend::api::spawn(listener, shared, tx.clone());
                     // Keep a sender alive for the life of the loop; trigger sources clone it.
                     let _triggers = tx;
                     agent.run_loop(rx).await?;
@@ -73,14 +94,96 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { json } => {
             let cfg = config::Config::load(&args.config)?;
-            let st = state::State::load(&cfg.state_file())?;
+            let (st, note) = read_state(&cfg)?;
             let mut out = std::io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, &st).context("writing status")?;
                 use std::io::Write;
                 writeln!(out).context("writing status")?;
             } else {
-                cli::render_status(&st, state::now(), None, &mut out).context("writing status")?;
+                cli::render_status(&st, state::now(), note.as_deref(), &mut out).context("writing status")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { json } => {
+            let cfg = config::Config::load(&args.config)?;
+            let (st, _) = read_state(&cfg)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &st.history).context("writing history")?;
+                println!();
+            } else {
+                cli::render_history(&st, state::now(), &mut out).context("writing history")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Diff { json } => {
+            let cfg = config::Config::load(&args.config)?;
+            let (st, _) = read_state(&cfg)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &st.diff).context("writing diff")?;
+                println!();
+            } else {
+                cli::render_diff(st.diff.as_ref(), &mut out).context("writing diff")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync { wait } => {
+            let cfg = config::Config::load(&args.config)?;
+            let target = if wait { "/v1/sync?wait=1" } else { "/v1/sync" };
+            let (code, body) = tend::api::request(&cfg.socket(), "POST", target).map_err(|e| {
+                anyhow::anyhow!(
+                    "the daemon is not running ({}: {e}); use `tend run --once` instead",
+                    cfg.socket().display()
+                )
+            })?;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if code == 403 {
+                anyhow::bail!("{}", v["error"].as_str().unwrap_or("forbidden"));
+            }
+            if !wait {
+                println!("sync requested");
+                return Ok(ExitCode::SUCCESS);
+            }
+            for s in v["steps"].as_array().into_iter().flatten() {
+                let mark = if s["ok"] == true { "ok" } else { "FAILED" };
+                println!(
+                    "{:<8} {mark}{}",
+                    s["step"].as_str().unwrap_or_default(),
+                    s["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default()
+                );
+            }
+            println!("{} change(s) applied", v["changes"].as_u64().unwrap_or(0));
+            if v["ok"] == true {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Command::Suspend | Command::Resume => {
+            let cfg = config::Config::load(&args.config)?;
+            let suspend = matches!(args.command, Command::Suspend);
+            let path = if suspend { "/v1/suspend" } else { "/v1/resume" };
+            match tend::api::request(&cfg.socket(), "POST", path) {
+                Ok((code, body)) => {
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    if code != 200 {
+                        anyhow::bail!("{}", v["error"].as_str().unwrap_or("refused"));
+                    }
+                    println!("{}", v["message"].as_str().unwrap_or_default());
+                }
+                Err(_) => {
+                    // The daemon is down: the intent is a file it reads when it starts.
+                    if suspend {
+                        std::fs::write(cfg.suspend_file(), b"suspended\n")
+                            .with_context(|| format!("cannot write {}", cfg.suspend_file().display()))?;
+                        println!("suspended (the daemon is not running; it will start suspended)");
+                    } else {
+                        let _ = std::fs::remove_file(cfg.suspend_file());
+                        println!("resumed (the daemon is not running)");
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -145,15 +248,35 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Approve { allow_rollback, rev } => {
-            if !allow_rollback {
-                anyhow::bail!("nothing to approve: use --allow-rollback REV to allow one rollback or force-push");
-            }
             let cfg = config::Config::load(&args.config)?;
+            let target = format!(
+                "/v1/approve?rev={rev}&allow_rollback={}",
+                if allow_rollback { 1 } else { 0 }
+            );
+            if let Ok((code, body)) = tend::api::request(&cfg.socket(), "POST", &target) {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                if code != 200 {
+                    anyhow::bail!("{}", v["error"].as_str().unwrap_or("refused"));
+                }
+                println!("{}", v["message"].as_str().unwrap_or_default());
+                return Ok(ExitCode::SUCCESS);
+            }
+            // The daemon is down: record the approval where it will find it.
             let repo = tend::source::Repo::open(&cfg.repo_dir())?;
             let id = repo.resolve(&rev)?;
-            let file = daemon::rollback_approval_file(&cfg);
+            let file = if allow_rollback {
+                daemon::rollback_approval_file(&cfg)
+            } else {
+                cfg.approval_file()
+            };
             std::fs::write(&file, format!("{id}\n")).with_context(|| format!("cannot write {}", file.display()))?;
-            println!("approved: commit {id} may be applied once although it does not descend from the applied commit");
+            if allow_rollback {
+                println!(
+                    "approved: commit {id} may be applied once although it does not descend from the applied commit"
+                );
+            } else {
+                println!("approved: commit {id} will be applied by the next cycle");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { dir, host, layers } => {

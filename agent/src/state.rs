@@ -182,6 +182,98 @@ pub struct State {
     /// Owned units as last observed.
     #[serde(default)]
     pub units: Vec<UnitStatus>,
+    /// `auto` or `manual`.
+    #[serde(default)]
+    pub mode: Option<crate::config::Mode>,
+    /// No applies; drift is only reported.
+    #[serde(default)]
+    pub suspended: bool,
+    /// A verified revision waiting for `tend approve` (manual mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+    /// A revision that failed its health gate and was rolled back: not retried until a newer
+    /// commit arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bad: Option<Refused>,
+    /// What the newest verified revision would change, per resource (`tend diff`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<Diff>,
+    /// The lifecycle of the newest revision tend worked on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<RevisionStatus>,
+    /// Each step of the last cycle and its condition.
+    #[serde(default)]
+    pub steps: Vec<StepCondition>,
+}
+
+/// A revision waiting for approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The commit.
+    #[serde(flatten)]
+    pub commit: CommitInfo,
+    /// Since when it waits.
+    pub since: i64,
+    /// Who signed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+}
+
+/// The plan for a revision against the host as last observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diff {
+    /// The revision.
+    pub commit: String,
+    /// When it was computed.
+    pub at: i64,
+    /// Per resource: the action and its reason.
+    pub steps: Vec<crate::plan::Step>,
+}
+
+/// Where a revision is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Fetched from a source.
+    Fetched,
+    /// Signature and policy checked.
+    Verified,
+    /// Loaded, decrypted and planned (in manual mode: waiting for approval).
+    Planned,
+    /// Being applied.
+    Applying,
+    /// Applied and healthy.
+    Healthy,
+    /// Refused or failed.
+    Failed,
+    /// Failed its health gate; the previous revision was restored.
+    RolledBack,
+}
+
+/// The lifecycle of one revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevisionStatus {
+    /// The commit.
+    pub commit: String,
+    /// Phase.
+    pub phase: Phase,
+    /// Since when.
+    pub since: i64,
+    /// Why, for failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One step of a cycle and how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepCondition {
+    /// `fetch`, `verify`, `load`, `decrypt`, `observe`, `plan`, `apply`, `health`.
+    pub step: String,
+    /// True when it succeeded.
+    pub ok: bool,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// An owned systemd unit as last observed.

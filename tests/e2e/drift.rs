@@ -24,7 +24,11 @@ fn start_daemon(agent: &Agent, poll: &str, drift: &str) -> Daemon {
         cfg.replace(
             "poll_interval = \"2s\"",
             &format!("poll_interval = \"{poll}\""),
-        ) + &format!("[apply]\ndrift_interval = \"{drift}\"\n"),
+        )
+        .replace(
+            "[apply]\n",
+            &format!("[apply]\ndrift_interval = \"{drift}\"\n"),
+        ),
     )
     .expect("config");
     Daemon(

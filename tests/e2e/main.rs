@@ -2,6 +2,7 @@
 //! the real `tend` binary.
 
 mod drift;
+mod engine;
 #[path = "../systemd/common/mod.rs"]
 mod sdnode;
 mod secrets;
@@ -359,7 +360,7 @@ fn daemon_loop_follows_new_commits_and_stops_on_sigterm() {
     std::fs::write(
         &agent.config,
         cfg.replace("poll_interval = \"2s\"", "poll_interval = \"1s\"")
-            + "[apply]\ndrift_interval = \"1s\"\n",
+            .replace("[apply]\n", "[apply]\ndrift_interval = \"1s\"\n"),
     )
     .expect("config");
     let mut child = agent

@@ -183,7 +183,7 @@ impl Agent {
         let toml = format!(
             "[source]\nurl = \"{url}\"\nbranch = \"main\"\npoll_interval = \"2s\"\n{source_extra}\n\
              [host]\nname = \"edge-1\"\nproject = \"{project}\"\n\
-             [paths]\nstate = \"{state}\"\nruntime = \"{runtime}\"\n[trust]\n{trust}\n",
+             [paths]\nstate = \"{state}\"\nruntime = \"{runtime}\"\n[apply]\nsettle = \"1s\"\nhealth_timeout = \"60s\"\n[trust]\n{trust}\n",
             state = dir.path().join("state").display(),
             runtime = runtime.path().display(),
         );
@@ -290,8 +290,8 @@ impl Drop for Agent {
 pub fn two_services(worker_cmd: &str) -> String {
     let image = &testbed().image;
     format!(
-        "services:\n  web:\n    image: {image}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n    restart: always\n    \
-         healthcheck:\n      test: [\"CMD\", \"nc\", \"-z\", \"127.0.0.1\", \"8080\"]\n      interval: 2s\n  \
-         worker:\n    image: {image}\n    command: {worker_cmd}\n    restart: unless-stopped\n    depends_on: [web]\n"
+        "services:\n  web:\n    image: {image}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n    restart: always\n    \
+         healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8080/\"]\n      interval: 2s\n  \
+         worker:\n    image: {image}\n    command: {worker_cmd}\n    restart: unless-stopped\n    stop_grace_period: 1s\n    depends_on: [web]\n"
     )
 }
