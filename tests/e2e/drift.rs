@@ -61,8 +61,10 @@ fn docker_events_trigger_repair_within_seconds() {
     let agent = Agent::new(&repo.http_url(), "");
     // Poll and drift ticks far away: only events can explain a quick repair.
     let _d = start_daemon(&agent, "10m", "10m");
-    wait_for("first apply", Duration::from_secs(30), || {
-        agent.containers().len() == 2
+    // Applied means healthy: the health gate is over, so a removal now is drift.
+    let state = agent.dir.path().join("state/state.json");
+    wait_for("first apply (healthy)", Duration::from_secs(40), || {
+        std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"applied_at\""))
     });
     let worker = agent.container("worker");
     let before = agent.containers()[&worker].2.clone();
@@ -99,7 +101,7 @@ fn a_crash_looping_container_is_backed_off_and_reported() {
     let image = &testbed().image;
     repo.write(
         "compose.yaml",
-        &format!("services:\n  flaky:\n    image: {image}\n    command: [\"sh\", \"-c\", \"sleep 0.3; exit 3\"]\n"),
+        &format!("services:\n  flaky:\n    image: {image}\n    command: [\"sh\", \"-c\", \"sleep 2; exit 3\"]\n"),
     );
     repo.commit("flaky");
     let agent = Agent::new(&repo.http_url(), "");
