@@ -7,3 +7,9 @@ bash tests/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace --no-fail-fast
+# Conformance against real compose files written by others, when the corpus is beside the repo.
+if [ -d ../shared/corpus/compose ]; then
+  cargo test --test corpus -- --include-ignored
+else
+  echo "SKIPPED: corpus conformance (../shared/corpus not found beside the repository)"
+fi

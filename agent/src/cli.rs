@@ -95,7 +95,7 @@ pub enum Command {
     },
     /// Check a repository tree offline (for CI before merge); exits non-zero on errors.
     Validate {
-        /// The repository checkout (or a single layer directory).
+        /// The repository checkout, a single layer directory, or a single compose file.
         dir: PathBuf,
         /// Host name for `{name}` in layers (default: from the config if readable, else ".").
         #[arg(long)]
@@ -128,17 +128,31 @@ pub fn validate(
         name,
         project: cfg.map(|c| c.host.project.clone()).unwrap_or_else(|| "tend".into()),
     };
-    let d = desired::load(&DirTree(dir), &layers, &facts, desired::SecretsCtx::offline()).map_err(|e| e.to_string())?;
+    // A single compose file (not a directory) is checked as the only layer.
+    let d = if dir.is_file() {
+        let tree = desired::FileTree::new(&dir);
+        desired::load(&tree, &[".".to_owned()], &facts, desired::SecretsCtx::offline())
+    } else {
+        desired::load(&DirTree(dir), &layers, &facts, desired::SecretsCtx::offline())
+    }
+    .map_err(|e| e.to_string())?;
     for w in &d.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
     let _ = writeln!(
         out,
-        "ok: project {} with {} service(s): {}",
+        "ok: project {} with {} service(s): {}; {} unit(s)",
         d.project,
         d.services.len(),
-        d.start_order.join(", ")
+        d.start_order.join(", "),
+        d.units.units.len()
     );
+    // What a host with nothing of this project would do.
+    let plan = crate::plan::plan(&d, &crate::plan::Observed::default(), &Default::default());
+    let _ = writeln!(out, "plan on an empty host: {} step(s)", plan.steps.len());
+    for s in &plan.steps {
+        let _ = writeln!(out, "  {:<28} {}", crate::apply::describe(&s.action), s.reason);
+    }
     Ok(())
 }
 

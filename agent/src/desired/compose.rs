@@ -1871,8 +1871,14 @@ fn parse_mount(
         (MountKind::Bind, source.to_owned())
     } else if source.starts_with('.') {
         relative_mount_source(source, node, ctx, layer, files)?
+    } else if let Some(rest) = source.strip_prefix("~/") {
+        // As compose does: the home of the user running it (tend runs as root).
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        (MountKind::Bind, format!("{}/{rest}", home.trim_end_matches('/')))
     } else if source.starts_with('~') {
-        return Err(bad("home-relative paths are not supported; use an absolute path".into()));
+        return Err(bad(
+            "only ~/PATH (the home of the user tend runs as) is supported; use an absolute path".into(),
+        ));
     } else {
         check_volume(node, source)?;
         (MountKind::Volume, source.to_owned())

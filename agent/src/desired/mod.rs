@@ -42,6 +42,10 @@ pub trait Tree {
     fn entry(&self, path: &str) -> Result<Option<Entry>, TreeError>;
     /// Every file at or under `path` (a file gives one entry with an empty relative path).
     fn files_under(&self, path: &str) -> Result<Vec<FileData>, TreeError>;
+    /// How to name `path` in messages (the repository path, unless the tree knows better).
+    fn display_path(&self, path: &str) -> String {
+        path.to_owned()
+    }
 }
 
 /// One file of a tree, for materializing.
@@ -231,7 +235,7 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts, secrets: Secre
         ] {
             let p = join(layer, name);
             if let Some(text) = read_text(tree, &p)? {
-                compose_text = Some((p, text));
+                compose_text = Some((tree.display_path(&p), text));
                 break;
             }
         }
@@ -477,6 +481,55 @@ fn start_order(services: &BTreeMap<String, ServiceSpec>) -> Result<Vec<String>, 
         }
     }
     Ok(order)
+}
+
+/// A single compose file on disk as a one-layer tree: `compose.yaml` is that file; other paths
+/// are relative to its directory.
+pub struct FileTree {
+    file: std::path::PathBuf,
+    dir: DirTree,
+}
+
+impl FileTree {
+    /// A tree for `file`.
+    pub fn new(file: &std::path::Path) -> FileTree {
+        FileTree {
+            file: file.to_owned(),
+            dir: DirTree(file.parent().map(std::path::Path::to_owned).unwrap_or_default()),
+        }
+    }
+}
+
+impl Tree for FileTree {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TreeError> {
+        match path {
+            "compose.yaml" => std::fs::read(&self.file).map(Some).map_err(|e| TreeError {
+                path: self.file.display().to_string(),
+                message: e.to_string(),
+            }),
+            "compose.yml" | "docker-compose.yaml" | "docker-compose.yml" | ".env" | "units" => Ok(None),
+            _ => self.dir.read(path),
+        }
+    }
+
+    fn entry(&self, path: &str) -> Result<Option<Entry>, TreeError> {
+        if path == "units" {
+            return Ok(None);
+        }
+        self.dir.entry(path)
+    }
+
+    fn files_under(&self, path: &str) -> Result<Vec<FileData>, TreeError> {
+        self.dir.files_under(path)
+    }
+
+    fn display_path(&self, path: &str) -> String {
+        if path == "compose.yaml" {
+            self.file.display().to_string()
+        } else {
+            path.to_owned()
+        }
+    }
 }
 
 /// A [`Tree`] over a directory on disk (for `tend validate`).
