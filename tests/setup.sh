@@ -31,6 +31,9 @@ command -v git >/dev/null || need+=(git)
 command -v age >/dev/null || need+=(age)
 command -v gpg >/dev/null || need+=(gnupg)
 command -v curl >/dev/null || need+=(curl)
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v docker-compose >/dev/null || need+=(docker-compose)
 docker_ok() { docker info >/dev/null 2>&1; }
 if ! docker_ok && ! command -v dockerd >/dev/null; then need+=(docker.io); fi
 if [ ${#need[@]} -gt 0 ]; then
@@ -122,6 +125,50 @@ GIT_SSH_COMMAND="ssh -i $S/deploy_ed25519 -o IdentitiesOnly=yes -o UserKnownHost
   git ls-remote "ssh://$(id -un)@127.0.0.1:$SSH_PORT$probe" >/dev/null \
   || { echo "setup: git ssh server does not answer" >&2; exit 1; }
 
+# --- two local registries: open, and with htpasswd auth (tbuser/tbpass) --------------------------
+REG=${TEND_TB_REGISTRY_PORT:-15000}
+REG_AUTH=${TEND_TB_REGISTRY_AUTH_PORT:-15001}
+[ -f "$TB/registry.htpasswd" ] || htpasswd -Bbn tbuser tbpass >"$TB/registry.htpasswd"
+for r in open auth; do
+  port=$REG; extra=""
+  if [ $r = auth ]; then
+    port=$REG_AUTH
+    extra="auth:
+  htpasswd:
+    realm: tend-test
+    path: $TB/registry.htpasswd"
+  fi
+  cat >"$TB/registry-$r.yml" <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $TB/registry-$r-data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+$extra
+YML
+  if ! alive "$TB/registry-$r.pid"; then
+    log "starting the $r registry on 127.0.0.1:$port"
+    nohup /usr/bin/docker-registry serve "$TB/registry-$r.yml" >"$TB/log/registry-$r.log" 2>&1 &
+    echo $! >"$TB/registry-$r.pid"
+  fi
+  for _ in $(seq 1 50); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/" || true)
+    [ "$code" = 200 ] || [ "$code" = 401 ] && break
+    sleep 0.1
+  done
+done
+docker tag "$IMAGE" "127.0.0.1:$REG/tend/busybox:1"
+docker push -q "127.0.0.1:$REG/tend/busybox:1" >/dev/null
+echo tbpass | docker login -u tbuser --password-stdin "127.0.0.1:$REG_AUTH" >/dev/null 2>&1
+docker tag "$IMAGE" "127.0.0.1:$REG_AUTH/tend/busybox:1"
+docker push -q "127.0.0.1:$REG_AUTH/tend/busybox:1" >/dev/null
+docker logout "127.0.0.1:$REG_AUTH" >/dev/null 2>&1
+
 cat >"$TB/env" <<ENV
 TEND_TB=$TB
 TEND_TB_SRV=$TB/srv
@@ -130,5 +177,7 @@ TEND_TB_SSH=ssh://$(id -un)@127.0.0.1:$SSH_PORT$TB/srv
 TEND_TB_SSH_KEY=$S/deploy_ed25519
 TEND_TB_KNOWN_HOSTS=$S/known_hosts
 TEND_TB_IMAGE=$IMAGE
+TEND_TB_REGISTRY=127.0.0.1:$REG
+TEND_TB_REGISTRY_AUTH=127.0.0.1:$REG_AUTH
 ENV
 log "ready ($TB/env)"

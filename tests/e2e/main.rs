@@ -3,6 +3,8 @@
 
 mod drift;
 mod engine;
+mod keys;
+mod registry;
 #[path = "../systemd/common/mod.rs"]
 mod sdnode;
 mod secrets;

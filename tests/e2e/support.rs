@@ -16,6 +16,8 @@ pub struct Testbed {
     pub ssh_key: PathBuf,
     pub known_hosts: PathBuf,
     pub image: String,
+    pub registry: String,
+    pub registry_auth: String,
 }
 
 pub fn testbed() -> &'static Testbed {
@@ -42,6 +44,8 @@ pub fn testbed() -> &'static Testbed {
             ssh_key: get("TEND_TB_SSH_KEY").into(),
             known_hosts: get("TEND_TB_KNOWN_HOSTS").into(),
             image: get("TEND_TB_IMAGE"),
+            registry: get("TEND_TB_REGISTRY"),
+            registry_auth: get("TEND_TB_REGISTRY_AUTH"),
         }
     })
 }
