@@ -7,6 +7,8 @@ bash tests/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace --no-fail-fast
+# The benchmark harness on a small size, so it cannot rot.
+python3 benches/bench.py --quick
 # Conformance against real compose files written by others, when the corpus is beside the repo.
 if [ -d ../shared/corpus/compose ]; then
   cargo test --test corpus -- --include-ignored
