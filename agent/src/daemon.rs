@@ -178,7 +178,7 @@ impl<E: Engine> Agent<E> {
 
     /// Record `tip` as refused by `step`.
     fn refuse(&mut self, tip: &str, step: &str, reason: String, started: Instant, report: &mut Report) {
-        log::error!("refusing commit {}: {reason}", short(tip));
+        log::error!(revision = short(tip), step = step; "refusing commit {}: {reason}", short(tip));
         let commit = self.commit_info(tip);
         self.state.record(HistoryEntry {
             at: state::now(),
@@ -253,7 +253,7 @@ impl<E: Engine> Agent<E> {
                     tip = Some(t);
                 }
                 Err(e) => {
-                    log::warn!("fetch failed: {e}");
+                    log::warn!(step = "fetch"; "fetch failed: {e}");
                     self.state.source.last_error = Some(e.to_string());
                     report.problems.push(("fetch".into(), e.to_string()));
                 }
@@ -288,7 +288,7 @@ impl<E: Engine> Agent<E> {
                     Err(reason) => self.refuse(&tip, "verify", reason, started, &mut report),
                     Ok(signer) => {
                         if let Some(s) = &signer {
-                            log::info!("commit {} verified: signed by {s}", short(&tip));
+                            log::info!(revision = short(&tip), step = "verify"; "commit {} verified: signed by {s}", short(&tip));
                         }
                         match tokio::task::block_in_place(|| self.load(&tip)) {
                             Ok(d) => {
@@ -351,7 +351,7 @@ impl<E: Engine> Agent<E> {
                 files::materialize(&tree, &desired.files, &root).map_err(|e| e.to_string())
             });
             match written {
-                Ok(n) if n > 0 => log::info!("materialized {n} repository path(s) for bind mounts"),
+                Ok(n) if n > 0 => log::info!(step = "files"; "materialized {n} repository path(s) for bind mounts"),
                 Ok(_) => {}
                 Err(e) => {
                     report.problems.push(("files".into(), e));
@@ -363,6 +363,7 @@ impl<E: Engine> Agent<E> {
         match crate::secretfs::deliver(desired, &roots) {
             Ok(changed) if !changed.is_empty() => {
                 log::info!(
+                    step = "decrypt";
                     "secrets delivered to tmpfs: {}",
                     changed.into_iter().collect::<Vec<_>>().join(", ")
                 )
@@ -415,7 +416,7 @@ impl<E: Engine> Agent<E> {
                     log::warn!("cleaning materialized files: {e}");
                 }
                 if is_new {
-                    log::info!("applied {} \"{}\" ({} changes)", short(rev), commit.subject, done);
+                    log::info!(revision = short(rev), step = "apply"; "applied {} \"{}\" ({} changes)", short(rev), commit.subject, done);
                     self.state.record(HistoryEntry {
                         at: state::now(),
                         commit: rev.to_owned(),
@@ -444,7 +445,7 @@ impl<E: Engine> Agent<E> {
                     self.state.warnings = desired.warnings.clone();
                     self.state.specs = desired.services.values().map(|s| (s.hash(), s.clone())).collect();
                 } else if done > 0 {
-                    log::warn!("drift corrected: {}", reasons(&plan.steps));
+                    log::warn!(revision = short(rev), step = "apply"; "drift corrected: {}", reasons(&plan.steps));
                     self.state.record(HistoryEntry {
                         at: state::now(),
                         commit: rev.to_owned(),
@@ -459,7 +460,8 @@ impl<E: Engine> Agent<E> {
             Err(failed) => {
                 report.changes = failed.done;
                 let msg = format!("{}: {}", describe(&failed.step.action), failed.error);
-                log::error!("apply of {} failed: {msg}", short(rev));
+                let resource = apply::resource(&failed.step.action);
+                log::error!(revision = short(rev), resource = resource, step = "apply"; "apply of {} failed: {msg}", short(rev));
                 self.state.record(HistoryEntry {
                     at: state::now(),
                     commit: rev.to_owned(),
@@ -495,6 +497,7 @@ impl<E: Engine> Agent<E> {
             match self.backoff.get_mut(service) {
                 Some(b) if b.next > now => {
                     log::warn!(
+                        resource = service.as_str(), step = "apply";
                         "{service} is crash-looping ({} attempts); next attempt in {}s",
                         b.attempts,
                         (b.next - now).as_secs()
