@@ -576,6 +576,10 @@ impl<E: Engine> Agent<E> {
         let drift = self.cfg.apply.drift_interval;
         let mut next_poll = Instant::now();
         let mut fetch_now = false;
+        // systemd: ready now that the state is loaded; a watchdog while the loop lives.
+        let live = Arc::new(crate::notify::Liveness::default());
+        crate::notify::spawn_watchdog(live.clone(), (self.cfg.apply.timeout * 4).max(Duration::from_secs(600)));
+        crate::notify::ready(&crate::notify::status_line(&self.state));
         loop {
             let now = Instant::now();
             let fetch = fetch_now || now >= next_poll;
@@ -584,7 +588,10 @@ impl<E: Engine> Agent<E> {
                 next_poll = now + jitter(poll);
                 self.state.source.next_poll = Some(state::now() + (next_poll - now).as_secs() as i64);
             }
+            live.busy();
             let report = self.cycle(fetch).await;
+            live.idle();
+            crate::notify::status(&crate::notify::status_line(&self.state));
             if let Some(p) = report.first_problem() {
                 log::debug!("cycle ended with: {p}");
             }
@@ -600,8 +607,8 @@ impl<E: Engine> Agent<E> {
                         fetch_now |= more.fetch();
                     }
                 }
-                _ = term.recv() => { log::info!("SIGTERM: stopping"); return Ok(()); }
-                _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: stopping"); return Ok(()); }
+                _ = term.recv() => { log::info!("SIGTERM: stopping"); crate::notify::stopping(); return Ok(()); }
+                _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: stopping"); crate::notify::stopping(); return Ok(()); }
             }
         }
     }

@@ -12,6 +12,7 @@ pub mod desired;
 pub mod docker;
 pub mod files;
 pub mod logging;
+pub mod notify;
 pub mod plan;
 pub mod secretfs;
 pub mod secrets;
