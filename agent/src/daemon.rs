@@ -237,6 +237,7 @@ impl<E: Engine> Agent<E> {
         let started = Instant::now();
         let mut report = Report::default();
         let mut tip = None;
+        let last_recorded = self.state.history.front().cloned();
         if fetch {
             self.state.source.last_attempt = Some(state::now());
             let ssh = SshOptions {
@@ -244,7 +245,9 @@ impl<E: Engine> Agent<E> {
                 known_hosts: self.cfg.source.known_hosts.clone(),
             };
             let (url, branch) = (self.cfg.source.url.clone(), self.cfg.source.branch.clone());
+            let timer = crate::metrics::timer("fetch");
             let fetched = tokio::task::block_in_place(|| self.repo.fetch(&url, &branch, &ssh));
+            drop(timer);
             match fetched {
                 Ok(t) => {
                     self.state.source.last_success = Some(state::now());
@@ -284,13 +287,19 @@ impl<E: Engine> Agent<E> {
                     .push((step, format!("commit {} refused: {r}", short(&tip))));
             } else {
                 // Verify before anything of the commit is read.
-                match tokio::task::block_in_place(|| self.verify(&tip, applied.as_deref())) {
+                let timer = crate::metrics::timer("verify");
+                let verified = tokio::task::block_in_place(|| self.verify(&tip, applied.as_deref()));
+                drop(timer);
+                match verified {
                     Err(reason) => self.refuse(&tip, "verify", reason, started, &mut report),
                     Ok(signer) => {
                         if let Some(s) = &signer {
                             log::info!(revision = short(&tip), step = "verify"; "commit {} verified: signed by {s}", short(&tip));
                         }
-                        match tokio::task::block_in_place(|| self.load(&tip)) {
+                        let timer = crate::metrics::timer("load");
+                        let loaded = tokio::task::block_in_place(|| self.load(&tip));
+                        drop(timer);
+                        match loaded {
                             Ok(d) => {
                                 self.pending_signer = signer;
                                 target = Some((tip, d));
@@ -321,6 +330,13 @@ impl<E: Engine> Agent<E> {
         });
         self.state.last_cycle = Some(state::now());
         self.save(&mut report);
+        // Outcomes recorded by this cycle go to metrics and hooks.
+        crate::events::cycle_finished(
+            &self.state,
+            last_recorded.as_ref(),
+            started.elapsed(),
+            report.problems.is_empty(),
+        );
         report
     }
 
@@ -332,7 +348,10 @@ impl<E: Engine> Agent<E> {
         started: Instant,
         report: &mut Report,
     ) {
-        let observed = match self.engine.observe().await {
+        let timer = crate::metrics::timer("observe");
+        let observed = self.engine.observe().await;
+        drop(timer);
+        let observed = match observed {
             Ok(o) => o,
             Err(e) => {
                 report.problems.push(("observe".into(), e.to_string()));
@@ -377,7 +396,9 @@ impl<E: Engine> Agent<E> {
         let opts = apply::Options {
             dependency_timeout: self.cfg.apply.timeout,
         };
+        let timer = crate::metrics::timer("apply");
         let result = apply::apply(&self.engine, desired, &plan, rev, &opts).await;
+        drop(timer);
         let after = if plan.is_empty() {
             Ok(observed)
         } else {

@@ -56,9 +56,18 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
                 if !once {
                     engine.spawn_event_watch(tx.clone());
                 }
+                tend::events::init(&cfg);
+                let hooks_timeout = cfg.hooks.timeout;
+                if let (false, Some(addr)) = (once, cfg.metrics.listen) {
+                    let listener = tend::metrics::bind(addr)
+                        .await
+                        .with_context(|| format!("[metrics] listen = \"{addr}\": cannot listen"))?;
+                    tokio::spawn(tend::metrics::serve(listener));
+                }
                 let mut agent = daemon::Agent::new(cfg, engine)?;
                 if once {
                     let report = agent.cycle(true).await;
+                    tend::events::flush(hooks_timeout);
                     if let Some(p) = report.first_problem() {
                         anyhow::bail!("{p}");
                     }
