@@ -165,6 +165,12 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
             println!("approved: commit {id} may be applied once although it does not descend from the applied commit");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Generate { what } => {
+            for f in cli::generate(&what).context("generating")? {
+                println!("{}", f.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate { dir, host, layers } => {
             let cfg = config::Config::load(&args.config).ok();
             let mut out = std::io::stdout().lock();
