@@ -2,6 +2,7 @@
 //! the real `tend` binary.
 
 mod drift;
+mod package;
 mod secrets;
 mod support;
 mod trust;
