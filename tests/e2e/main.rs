@@ -2,6 +2,7 @@
 //! the real `tend` binary.
 
 mod drift;
+mod examples;
 mod package;
 mod secrets;
 mod support;
