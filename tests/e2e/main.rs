@@ -3,6 +3,7 @@
 
 mod drift;
 mod examples;
+mod observability;
 mod package;
 mod secrets;
 mod support;
