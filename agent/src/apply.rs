@@ -46,7 +46,10 @@ pub async fn apply<E: Engine>(
     opts: &Options,
 ) -> Result<usize, Failed> {
     for (i, step) in plan.steps.iter().enumerate() {
-        log::info!("apply: {}: {}", describe(&step.action), step.reason);
+        log::info!(
+            revision = &revision[..revision.len().min(7)], resource = resource(&step.action), step = "apply";
+            "apply: {}: {}", describe(&step.action), step.reason
+        );
         if let Err(error) = apply_one(engine, desired, &step.action, revision, opts).await {
             return Err(Failed {
                 done: i,
@@ -225,6 +228,17 @@ fn internal(what: &str) -> Error {
     Error::Api {
         op: format!("plan for {what}"),
         message: "not in the desired state (internal error)".into(),
+    }
+}
+
+/// The resource an action concerns (service, network or volume name), for log fields.
+pub fn resource(action: &Action) -> &str {
+    match action {
+        Action::CreateNetwork { network } => network,
+        Action::RemoveNetwork { name } => name,
+        Action::CreateVolume { volume } => volume,
+        Action::Create { service } | Action::Replace { service, .. } | Action::Start { service, .. } => service,
+        Action::Remove { name, .. } => name,
     }
 }
 

@@ -7,9 +7,38 @@ use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 
+/// Files, environment and service, for `tend --help` and the man page.
+const AFTER_LONG_HELP: &str = "\
+Files:
+  /etc/tend/tend.toml  configuration (--config, $TEND_CONFIG)
+  /etc/tend/           keys and trust anchors the config names
+  /var/lib/tend/       state: bare repository, state.json, hooks queue
+  /run/tend/           runtime (tmpfs): decrypted secrets, API socket
+
+Environment:
+  TEND_CONFIG          config file (default /etc/tend/tend.toml)
+  TEND_LOG             error, warn, info (default), debug or trace
+  SOPS_AGE_KEY_FILE, SOPS_AGE_KEY, SOPS_AGE_SSH_PRIVATE_KEY_FILE
+                       more age identities, as sops reads them
+
+Service:
+  systemctl enable --now tend   start the agent (tend.service)
+  systemctl status tend         the applied revision on Status:
+  journalctl -u tend TEND_RESOURCE=web
+                       one service's story (TEND_REVISION, TEND_STEP)";
+
 /// tend: pull-based GitOps for hosts without Kubernetes.
 #[derive(Debug, Parser)]
-#[command(name = "tend", version, about, long_about = None)]
+#[command(
+    name = "tend",
+    version,
+    about,
+    long_about = "tend: pull-based GitOps for hosts without Kubernetes. It follows a Git repository, \
+                  applies only commits signed by keys this host trusts, decrypts SOPS secrets in \
+                  memory, and keeps the host's Docker containers as the repository declares, \
+                  repairing drift, offline too.",
+    after_long_help = AFTER_LONG_HELP
+)]
 pub struct Cli {
     /// Config file.
     #[arg(long, global = true, default_value = crate::config::DEFAULT_PATH, env = "TEND_CONFIG")]
@@ -104,6 +133,54 @@ pub enum Command {
         #[arg(long = "layer")]
         layers: Vec<String>,
     },
+    /// Write shell completions or man pages generated from this CLI (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// What to write.
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+/// `tend generate ...`.
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// bash, zsh and fish completions into DIR (`tend.bash`, `_tend`, `tend.fish`).
+    Completions {
+        /// Output directory (created).
+        dir: PathBuf,
+    },
+    /// Man pages into DIR: tend.1 and one per subcommand (tend-run.1, ...).
+    Man {
+        /// Output directory (created).
+        dir: PathBuf,
+    },
+}
+
+/// `tend generate`: completions or man pages from the clap definition; returns the files.
+pub fn generate(what: &Generate) -> std::io::Result<Vec<PathBuf>> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    match what {
+        Generate::Completions { dir } => {
+            std::fs::create_dir_all(dir)?;
+            let mut written = Vec::new();
+            for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+                written.push(clap_complete::generate_to(shell, &mut Cli::command(), "tend", dir)?);
+            }
+            Ok(written)
+        }
+        Generate::Man { dir } => {
+            std::fs::create_dir_all(dir)?;
+            clap_mangen::generate_to(Cli::command(), dir)?;
+            let mut written: Vec<PathBuf> = std::fs::read_dir(dir)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "1"))
+                .collect();
+            written.sort();
+            Ok(written)
+        }
+    }
 }
 
 /// `tend validate`: load the desired state from a directory; print the services or the error.
@@ -610,6 +687,37 @@ last cycle 10s ago: ok
             .lines()
             .nth(1)
             .is_some_and(|l| l.starts_with("!! UNVERIFIED")));
+    }
+
+    #[test]
+    fn completions_and_man_pages_come_from_the_cli() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = generate(&Generate::Completions {
+            dir: dir.path().join("completions"),
+        })
+        .expect("completions");
+        let names: Vec<String> = files
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(names, ["tend.bash", "_tend", "tend.fish"]);
+        let bash = std::fs::read_to_string(&files[0]).expect("bash");
+        assert!(bash.contains("validate") && bash.contains("--allow-rollback"), "{bash}");
+        assert!(!bash.contains("tend__generate"), "hidden subcommand completed");
+        let man = generate(&Generate::Man {
+            dir: dir.path().join("man"),
+        })
+        .expect("man");
+        let names: Vec<String> = man
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        assert!(names.contains(&"tend.1".to_owned()), "{names:?}");
+        assert!(names.contains(&"tend-status.1".to_owned()), "{names:?}");
+        assert!(!names.iter().any(|n| n.contains("generate")), "{names:?}");
+        let page = std::fs::read_to_string(dir.path().join("man/tend.1")).expect("page");
+        assert!(page.contains(".TH tend 1"), "{page}");
+        assert!(page.contains("/etc/tend/tend.toml"), "FILES in the man page: {page}");
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub struct Config {
     pub secrets: Secrets,
     /// Where systemd units go and how systemd is reached.
     pub systemd: Systemd,
+    /// Where Prometheus metrics are published besides the API socket.
+    pub metrics: Metrics,
+    /// Who is told about each outcome.
+    pub hooks: Hooks,
 }
 
 /// `[systemd]`.
@@ -75,6 +79,43 @@ pub struct Systemd {
     pub adopt: bool,
     /// Command prefix to read a unit's journal (`journalctl`).
     pub journal_command: Vec<String>,
+}
+
+/// `[metrics]`: Prometheus metrics. Always served on the API socket at `/metrics`; these add
+/// a TCP listener and a node_exporter textfile. Both off by default.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Serve `GET /metrics` on this TCP address (e.g. `127.0.0.1:9464`).
+    pub listen: Option<std::net::SocketAddr>,
+    /// Write the metrics to this file after each cycle (atomically), for node_exporter's
+    /// textfile collector. Must end in `.prom`.
+    pub textfile: Option<PathBuf>,
+}
+
+/// `[hooks]`: on each outcome (applied, refused, rolled back, drift corrected, failed), POST a
+/// JSON event to `url` and/or run `command` with the event on stdin. Delivered in the
+/// background, retried while they fail; the loop never waits for them.
+#[derive(Debug, Clone)]
+pub struct Hooks {
+    /// `http://` or `https://` URL that receives each event as a JSON POST.
+    pub url: Option<String>,
+    /// A command (argv, no shell) run with the event as JSON on stdin.
+    pub command: Vec<String>,
+    /// Which outcomes are delivered.
+    pub on: Vec<String>,
+    /// How long one delivery attempt may take.
+    pub timeout: Duration,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            url: None,
+            command: Vec::new(),
+            on: crate::events::OUTCOMES.iter().map(|s| s.to_string()).collect(),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[secrets]`.
@@ -184,6 +225,10 @@ struct RawConfig {
     secrets: RawSecrets,
     #[serde(default)]
     systemd: RawSystemd,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    hooks: RawHooks,
 }
 
 #[derive(Deserialize, Default)]
@@ -193,6 +238,22 @@ struct RawSystemd {
     bus: Option<String>,
     adopt: Option<bool>,
     journal_command: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+    textfile: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    url: Option<String>,
+    command: Option<Vec<String>>,
+    on: Option<Vec<String>>,
+    timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -372,6 +433,9 @@ impl Config {
             Some("all") => crate::trust::Require::All,
             Some(other) => return Err(invalid("trust.require", format!("{other:?}: use \"tip\" or \"all\""))),
         };
+        let metrics = parse_metrics(raw.metrics).map_err(|(k, m)| invalid(k, m))?;
+        let hooks_timeout = duration("hooks.timeout", raw.hooks.timeout.clone(), Duration::from_secs(10))?;
+        let hooks = parse_hooks(raw.hooks, hooks_timeout).map_err(|(k, m)| invalid(k, m))?;
         let trust = Trust {
             allowed_signers: raw.trust.allowed_signers,
             openpgp_keys: raw.trust.openpgp_keys,
@@ -417,6 +481,8 @@ impl Config {
                 socket: raw.docker.socket,
                 registry_auth: raw.docker.registry_auth,
             },
+            metrics,
+            hooks,
         })
     }
 
@@ -464,6 +530,68 @@ impl Config {
     pub fn state_file(&self) -> PathBuf {
         self.paths.state.join("state.json")
     }
+}
+
+fn parse_metrics(raw: RawMetrics) -> Result<Metrics, (&'static str, String)> {
+    let listen = match raw.listen {
+        None => None,
+        Some(a) => Some(a.parse::<std::net::SocketAddr>().map_err(|_| {
+            (
+                "metrics.listen",
+                format!("{a:?} is not an address:port; use e.g. \"127.0.0.1:9464\""),
+            )
+        })?),
+    };
+    if let Some(t) = &raw.textfile {
+        if !t.is_absolute() || t.extension().is_none_or(|e| e != "prom") {
+            return Err((
+                "metrics.textfile",
+                format!(
+                    "{}: must be an absolute path ending in .prom (node_exporter reads only *.prom)",
+                    t.display()
+                ),
+            ));
+        }
+    }
+    Ok(Metrics {
+        listen,
+        textfile: raw.textfile,
+    })
+}
+
+fn parse_hooks(raw: RawHooks, timeout: Duration) -> Result<Hooks, (&'static str, String)> {
+    if let Some(url) = &raw.url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(("hooks.url", format!("{url:?}: use an http:// or https:// URL")));
+        }
+    }
+    let command = raw.command.unwrap_or_default();
+    if command.first().is_some_and(|c| c.is_empty()) {
+        return Err(("hooks.command", "the program (first element) must not be empty".into()));
+    }
+    let on = match raw.on {
+        None => Hooks::default().on,
+        Some(on) => {
+            for o in &on {
+                if !crate::events::OUTCOMES.contains(&o.as_str()) {
+                    return Err((
+                        "hooks.on",
+                        format!(
+                            "{o:?} is not an outcome; use any of {}",
+                            crate::events::OUTCOMES.join(", ")
+                        ),
+                    ));
+                }
+            }
+            on
+        }
+    };
+    Ok(Hooks {
+        url: raw.url,
+        command,
+        on,
+        timeout,
+    })
 }
 
 /// Compose's rule for project names.
@@ -576,6 +704,36 @@ mod tests {
     fn relative_state_path_is_refused() {
         let e = parse("[source]\nurl = \"x\"\n[paths]\nstate = \"var/lib\"\n").expect_err("relative");
         assert!(e.to_string().contains("paths.state"), "{e}");
+    }
+
+    #[test]
+    fn metrics_and_hooks_are_off_by_default_and_checked() {
+        let c = parse("[source]\nurl = \"x\"\n").expect("valid");
+        assert!(c.metrics.listen.is_none() && c.metrics.textfile.is_none());
+        assert!(c.hooks.url.is_none() && c.hooks.command.is_empty());
+        assert_eq!(c.hooks.on.len(), crate::events::OUTCOMES.len());
+        let c = parse(
+            "[source]\nurl = \"x\"\n[metrics]\nlisten = \"127.0.0.1:9464\"\n\
+             textfile = \"/var/lib/prometheus/node-exporter/tend.prom\"\n\
+             [hooks]\nurl = \"https://hooks.example/tend\"\ncommand = [\"/usr/local/bin/page\", \"-q\"]\n\
+             on = [\"refused\", \"rolled-back\"]\ntimeout = \"3s\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.metrics.listen.map(|a| a.port()), Some(9464));
+        assert_eq!(c.hooks.command, vec!["/usr/local/bin/page", "-q"]);
+        assert_eq!(c.hooks.on, vec!["refused", "rolled-back"]);
+        assert_eq!(c.hooks.timeout, Duration::from_secs(3));
+        for (text, key) in [
+            ("[metrics]\nlisten = \"localhost\"\n", "metrics.listen"),
+            ("[metrics]\ntextfile = \"/tmp/tend.txt\"\n", "metrics.textfile"),
+            ("[hooks]\nurl = \"ftp://x\"\n", "hooks.url"),
+            ("[hooks]\non = [\"deployed\"]\n", "hooks.on"),
+            ("[hooks]\ncommand = [\"\"]\n", "hooks.command"),
+            ("[hooks]\ntimeout = \"0s\"\n", "hooks.timeout"),
+        ] {
+            let e = parse(&format!("[source]\nurl = \"x\"\n{text}")).expect_err(key);
+            assert!(e.to_string().contains(key), "{key}: {e}");
+        }
     }
 
     #[test]

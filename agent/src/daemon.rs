@@ -216,7 +216,7 @@ impl<E: Engine> Agent<E> {
 
     /// Record `tip` as refused by `step`.
     fn refuse(&mut self, tip: &str, step: &str, reason: String, started: Instant, report: &mut Report) {
-        log::error!("refusing commit {}: {reason}", short(tip));
+        log::error!(revision = short(tip), step = step; "refusing commit {}: {reason}", short(tip));
         self.set_phase(tip, state::Phase::Failed, Some(format!("{step}: {reason}")));
         let commit = self.commit_info(tip);
         self.state.record(HistoryEntry {
@@ -318,6 +318,7 @@ impl<E: Engine> Agent<E> {
         let started = Instant::now();
         let mut report = Report::default();
         let mut tip = None;
+        let last_recorded = self.state.history.front().cloned();
         if fetch {
             report.ran("fetch");
             self.state.source.last_attempt = Some(state::now());
@@ -326,7 +327,9 @@ impl<E: Engine> Agent<E> {
                 known_hosts: self.cfg.source.known_hosts.clone(),
             };
             let (url, branch) = (self.cfg.source.url.clone(), self.cfg.source.branch.clone());
+            let timer = crate::metrics::timer("fetch");
             let fetched = tokio::task::block_in_place(|| self.repo.fetch(&url, &branch, &ssh));
+            drop(timer);
             match fetched {
                 Ok(t) => {
                     self.state.source.last_success = Some(state::now());
@@ -335,7 +338,7 @@ impl<E: Engine> Agent<E> {
                     tip = Some(t);
                 }
                 Err(e) => {
-                    log::warn!("fetch failed: {e}");
+                    log::warn!(step = "fetch"; "fetch failed: {e}");
                     self.state.source.last_error = Some(e.to_string());
                     report.problems.push(("fetch".into(), e.to_string()));
                 }
@@ -393,14 +396,20 @@ impl<E: Engine> Agent<E> {
                 // Verify before anything of the commit is read.
                 report.ran("verify");
                 report.ran("load");
-                match tokio::task::block_in_place(|| self.verify(&tip, applied.as_deref())) {
+                let timer = crate::metrics::timer("verify");
+                let verified = tokio::task::block_in_place(|| self.verify(&tip, applied.as_deref()));
+                drop(timer);
+                match verified {
                     Err(reason) => self.refuse(&tip, "verify", reason, started, &mut report),
                     Ok(signer) => {
                         if let Some(s) = &signer {
-                            log::info!("commit {} verified: signed by {s}", short(&tip));
+                            log::info!(revision = short(&tip), step = "verify"; "commit {} verified: signed by {s}", short(&tip));
                         }
                         self.set_phase(&tip, state::Phase::Verified, None);
-                        match tokio::task::block_in_place(|| self.load(&tip)) {
+                        let timer = crate::metrics::timer("load");
+                        let loaded = tokio::task::block_in_place(|| self.load(&tip));
+                        drop(timer);
+                        match loaded {
                             Ok(d) => {
                                 self.pending_signer = signer;
                                 self.set_phase(&tip, state::Phase::Planned, None);
@@ -463,6 +472,13 @@ impl<E: Engine> Agent<E> {
         });
         self.state.last_cycle = Some(state::now());
         self.save(&mut report);
+        // Outcomes recorded by this cycle go to metrics and hooks.
+        crate::events::cycle_finished(
+            &self.state,
+            last_recorded.as_ref(),
+            started.elapsed(),
+            report.problems.is_empty(),
+        );
         report
     }
 
@@ -476,7 +492,10 @@ impl<E: Engine> Agent<E> {
         apply: bool,
     ) {
         report.ran("observe");
-        let observed = match self.engine.observe().await {
+        let timer = crate::metrics::timer("observe");
+        let observed = self.engine.observe().await;
+        drop(timer);
+        let observed = match observed {
             Ok(o) => o,
             Err(e) => {
                 report.problems.push(("observe".into(), e.to_string()));
@@ -526,7 +545,7 @@ impl<E: Engine> Agent<E> {
                 files::materialize(&tree, &desired.files, &root).map_err(|e| e.to_string())
             });
             match written {
-                Ok(n) if n > 0 => log::info!("materialized {n} repository path(s) for bind mounts"),
+                Ok(n) if n > 0 => log::info!(step = "files"; "materialized {n} repository path(s) for bind mounts"),
                 Ok(_) => {}
                 Err(e) => {
                     report.problems.push(("files".into(), e));
@@ -539,6 +558,7 @@ impl<E: Engine> Agent<E> {
             Ok(changed) => {
                 if !changed.is_empty() {
                     log::info!(
+                        step = "decrypt";
                         "secrets delivered to tmpfs: {}",
                         changed.iter().cloned().collect::<Vec<_>>().join(", ")
                     );
@@ -561,7 +581,9 @@ impl<E: Engine> Agent<E> {
         let opts = apply::Options {
             dependency_timeout: self.cfg.apply.timeout,
         };
+        let timer = crate::metrics::timer("apply");
         let result = apply::apply(&self.engine, desired, &plan, rev, &opts).await;
+        drop(timer);
         let after = if plan.is_empty() {
             Ok(observed)
         } else {
@@ -610,7 +632,7 @@ impl<E: Engine> Agent<E> {
                     // An older bad revision is superseded.
                     self.state.bad = None;
                     let _ = std::fs::remove_file(self.cfg.approval_file());
-                    log::info!("applied {} \"{}\" ({} changes)", short(rev), commit.subject, done);
+                    log::info!(revision = short(rev), step = "apply"; "applied {} \"{}\" ({} changes)", short(rev), commit.subject, done);
                     self.state.record(HistoryEntry {
                         at: state::now(),
                         commit: rev.to_owned(),
@@ -639,7 +661,7 @@ impl<E: Engine> Agent<E> {
                     self.state.warnings = desired.warnings.clone();
                     self.state.specs = desired.services.values().map(|s| (s.hash(), s.clone())).collect();
                 } else if done > 0 {
-                    log::warn!("drift corrected: {}", reasons(&plan.steps));
+                    log::warn!(revision = short(rev), step = "apply"; "drift corrected: {}", reasons(&plan.steps));
                     self.state.record(HistoryEntry {
                         at: state::now(),
                         commit: rev.to_owned(),
@@ -654,7 +676,8 @@ impl<E: Engine> Agent<E> {
             Err(failed) => {
                 report.changes = failed.done;
                 let msg = format!("{}: {}", describe(&failed.step.action), failed.error);
-                log::error!("apply of {} failed: {msg}", short(rev));
+                let resource = apply::resource(&failed.step.action);
+                log::error!(revision = short(rev), resource = resource, step = "apply"; "apply of {} failed: {msg}", short(rev));
                 self.state.record(HistoryEntry {
                     at: state::now(),
                     commit: rev.to_owned(),
@@ -690,6 +713,7 @@ impl<E: Engine> Agent<E> {
             match self.backoff.get_mut(service) {
                 Some(b) if b.next > now => {
                     log::warn!(
+                        resource = service.as_str(), step = "apply";
                         "{service} is crash-looping ({} attempts); next attempt in {}s",
                         b.attempts,
                         (b.next - now).as_secs()
@@ -1073,6 +1097,10 @@ impl<E: Engine> Agent<E> {
         let drift = self.cfg.apply.drift_interval;
         let mut next_poll = Instant::now();
         let mut fetch_now = false;
+        // systemd: ready now that the state is loaded; a watchdog while the loop lives.
+        let live = Arc::new(crate::notify::Liveness::default());
+        crate::notify::spawn_watchdog(live.clone(), (self.cfg.apply.timeout * 4).max(Duration::from_secs(600)));
+        crate::notify::ready(&crate::notify::status_line(&self.state));
         loop {
             let now = Instant::now();
             let fetch = fetch_now || now >= next_poll;
@@ -1081,7 +1109,10 @@ impl<E: Engine> Agent<E> {
                 next_poll = now + jitter(poll);
                 self.state.source.next_poll = Some(state::now() + (next_poll - now).as_secs() as i64);
             }
+            live.busy();
             let report = self.cycle(fetch).await;
+            live.idle();
+            crate::notify::status(&crate::notify::status_line(&self.state));
             if let Some(p) = report.first_problem() {
                 log::debug!("cycle ended with: {p}");
             }
@@ -1134,8 +1165,8 @@ impl<E: Engine> Agent<E> {
                         continue;
                     }
                 }
-                _ = term.recv() => { log::info!("SIGTERM: stopping"); return Ok(()); }
-                _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: stopping"); return Ok(()); }
+                _ = term.recv() => { log::info!("SIGTERM: stopping"); crate::notify::stopping(); return Ok(()); }
+                _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: stopping"); crate::notify::stopping(); return Ok(()); }
             }
         }
     }

@@ -73,9 +73,18 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
                 if !once {
                     engine.spawn_event_watch(tx.clone());
                 }
+                tend::events::init(&cfg);
+                let hooks_timeout = cfg.hooks.timeout;
+                if let (false, Some(addr)) = (once, cfg.metrics.listen) {
+                    let listener = tend::metrics::bind(addr)
+                        .await
+                        .with_context(|| format!("[metrics] listen = \"{addr}\": cannot listen"))?;
+                    tokio::spawn(tend::metrics::serve(listener));
+                }
                 let mut agent = daemon::Agent::new(cfg, engine)?;
                 if once {
                     let report = agent.cycle(true).await;
+                    tend::events::flush(hooks_timeout);
                     if let Some(p) = report.first_problem() {
                         anyhow::bail!("{p}");
                     }
@@ -276,6 +285,12 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
                 );
             } else {
                 println!("approved: commit {id} will be applied by the next cycle");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate { what } => {
+            for f in cli::generate(&what).context("generating")? {
+                println!("{}", f.display());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -241,7 +241,7 @@ fn the_api_serves_status_and_checks_peer_credentials() {
             .arg("http://tend/metrics"),
     );
     assert!(
-        metrics.contains("tend_containers{state=\"running\"} 2"),
+        metrics.contains("tend_resources{kind=\"container\",state=\"running\"} 2"),
         "{metrics}"
     );
 

@@ -3,7 +3,10 @@
 
 mod drift;
 mod engine;
+mod examples;
 mod keys;
+mod observability;
+mod package;
 mod registry;
 #[path = "../systemd/common/mod.rs"]
 mod sdnode;
