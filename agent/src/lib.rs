@@ -5,8 +5,10 @@
 //! ([`apply`]) and record ([`state`]). [`daemon`] runs cycles on two clocks; [`cli`] renders.
 
 pub mod apply;
+pub mod bundle;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod desired;
 pub mod docker;
@@ -16,5 +18,6 @@ pub mod plan;
 pub mod secretfs;
 pub mod secrets;
 pub mod source;
+pub mod sources;
 pub mod state;
 pub mod trust;
