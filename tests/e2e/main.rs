@@ -2,6 +2,8 @@
 //! the real `tend` binary.
 
 mod drift;
+mod netfault;
+mod network;
 mod secrets;
 mod support;
 mod trust;
