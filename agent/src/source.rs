@@ -116,10 +116,9 @@ pub fn fetch(
     transport: &Transport,
     interrupt: &AtomicBool,
 ) -> Result<Fetched, Error> {
-    // `{:#}`: gix errors print their whole chain of causes on one line.
-    let fetch_err = |e: &dyn std::fmt::Display| Error::Fetch {
+    let fetch_err = |e: &dyn std::error::Error| Error::Fetch {
         url: redact(url),
-        message: one_line(&format!("{e:#}")),
+        message: one_line(&chain(e)),
     };
     let mut repo = gix::open_opts(repo_path, gix::open::Options::isolated()).map_err(|e| repo_err(repo_path, e))?;
     {
@@ -172,7 +171,10 @@ pub fn fetch(
         .connect(gix::remote::Direction::Fetch)
         .map_err(|e| fetch_err(&e))?;
     if is_http(url) {
-        let options = http_options(&repo, url, transport).map_err(|e| fetch_err(&e))?;
+        let options = http_options(&repo, url, transport).map_err(|message| Error::Fetch {
+            url: redact(url),
+            message,
+        })?;
         connection.set_transport_options(options);
         // Never prompt: the credentials file is the only source of credentials.
         connection.set_credentials(|_| Ok(None));
@@ -244,6 +246,21 @@ fn http_options(repo: &gix::Repository, url: &str, transport: &Transport) -> Res
     }
     options.backend = Some(Arc::new(std::sync::Mutex::new(backend)));
     Ok(Box::new(options))
+}
+
+/// An error and its causes, `outer: inner: root`, without repeats or empty wrappers.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string();
+        let noise = text.is_empty() || text.starts_with("I/O error (") || parts.iter().any(|p| p.contains(&text));
+        if !noise {
+            parts.push(text);
+        }
+        current = err.source();
+    }
+    parts.join(": ")
 }
 
 /// A gix error chain on one line.

@@ -503,10 +503,15 @@ impl Sources {
                     let at = now + wait;
                     r.next_attempt = Some(at);
                     let msg = e.to_string();
+                    let after = Instant::now();
                     log::warn!(
-                        "{msg} (failure {} in a row; next attempt in {})",
+                        "{msg} (failure {} in a row; next attempt {})",
                         r.failures,
-                        in_secs(at, Instant::now())
+                        if at > after {
+                            format!("in {}", in_secs(at, after))
+                        } else {
+                            "at the next poll".into()
+                        }
                     );
                     st.failures = r.failures;
                     st.next_attempt = Some(wall(at, Instant::now()));

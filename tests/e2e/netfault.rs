@@ -52,6 +52,7 @@ impl GitServer {
             "server.modules = ( \"mod_alias\", \"mod_cgi\", \"mod_setenv\", \"mod_auth\", \"mod_authn_file\" )\n\
              server.document-root = \"{srv}\"\nserver.bind = \"{ip}\"\nserver.port = {port}\n\
              server.errorlog = \"{d}/error.log\"\nserver.username = \"\"\n\
+             server.max-keep-alive-idle = 60\n\
              alias.url = ( \"/git\" => \"{backend}\", \"/auth-git\" => \"{backend}\" )\n\
              $HTTP[\"url\"] =~ \"^/(auth-)?git\" {{\n  cgi.assign = ( \"\" => \"\" )\n  \
              setenv.add-environment = ( \"GIT_PROJECT_ROOT\" => \"{srv}\", \"GIT_HTTP_EXPORT_ALL\" => \"1\" )\n}}\n",
@@ -229,12 +230,13 @@ impl NetPair {
         ]);
     }
 
-    /// Drop `percent`% of the packets each namespace sends (so about that much each way).
+    /// Drop `percent`% of the packets each end sends over the link (so about that much each
+    /// way; loopback inside the namespaces is not affected).
     pub fn loss(&self, percent: u32) {
-        for ns in [&self.agent, &self.server] {
+        for (ns, dev) in [(&self.agent, "veth0"), (&self.server, "veth1")] {
             let rules = format!(
                 "table inet tendloss {{\n chain out {{ type filter hook output priority 0; policy accept; \
-                 meta l4proto tcp numgen random mod 100 < {percent} drop; }}\n}}\n"
+                 oifname \"{dev}\" numgen random mod 100 < {percent} drop; }}\n}}\n"
             );
             let mut child = Command::new("ip")
                 .args(["netns", "exec", ns, "nft", "-f", "-"])
@@ -295,6 +297,22 @@ impl FaultServer {
         target: Option<SocketAddr>,
         delay: Duration,
     ) -> FaultServer {
+        FaultServer::spawn(ns, ip, target, delay, false)
+    }
+
+    /// A server that answers an HTTP request with a git advertisement that never ends: one byte
+    /// every 300 ms, so no stall timeout ever fires.
+    pub fn trickle(ip: &str) -> FaultServer {
+        FaultServer::spawn(None, ip, None, Duration::ZERO, true)
+    }
+
+    fn spawn(
+        ns: Option<&str>,
+        ip: &str,
+        target: Option<SocketAddr>,
+        delay: Duration,
+        trickle: bool,
+    ) -> FaultServer {
         let stop = Arc::new(AtomicBool::new(false));
         let (up, down, accepted) = (
             Arc::new(AtomicU64::new(0)),
@@ -326,6 +344,10 @@ impl FaultServer {
                             accepted.fetch_add(1, Ordering::Relaxed);
                             let _ = client.set_nonblocking(false);
                             match target {
+                                None if trickle => {
+                                    let stop = stop.clone();
+                                    workers.push(std::thread::spawn(move || drip(client, &stop)));
+                                }
                                 None => held.push(client),
                                 Some(addr) => {
                                     let Ok(server) =
@@ -357,6 +379,25 @@ impl FaultServer {
             up,
             down,
             accepted,
+        }
+    }
+}
+
+/// Read the request, then send headers and a pkt-line that announces 65,520 bytes and delivers
+/// them one every 300 ms.
+fn drip(mut client: TcpStream, stop: &AtomicBool) {
+    let _ = client.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 4096];
+    let _ = client.read(&mut buf);
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\n\
+                Cache-Control: no-cache\r\n\r\nfff0";
+    if client.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(300));
+        if client.write_all(b"a").is_err() {
+            return;
         }
     }
 }

@@ -159,6 +159,31 @@ fn a_silent_primary_times_out_and_the_mirror_wins() {
 }
 
 #[test]
+fn a_trickling_server_is_cut_off_at_fetch_timeout() {
+    // Bytes keep coming (so the stall timeout never fires) but the answer never ends.
+    let drip = FaultServer::trickle("127.0.0.1");
+    let agent = Agent::new(
+        &format!("http://127.0.0.1:{}/fleet.git", drip.port),
+        "connect_timeout = \"2s\"\nstall_timeout = \"2s\"\nfetch_timeout = \"4s\"",
+    );
+    let start = Instant::now();
+    let out = agent.run_once();
+    let took = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("fetch_timeout (4s)"), "{stderr}");
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(9),
+        "the poll must end at its hard timeout: {took:?}"
+    );
+    let st = agent.status_json();
+    let ms = st["source"]["sources"][0]["last_duration_ms"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!((4000..5000).contains(&ms), "{ms} ms");
+}
+
+#[test]
 fn link_down_flapping_and_recovery() {
     let net = NetPair::new(true);
     let repo = GitRepo::new("flap");
@@ -288,10 +313,10 @@ fn loss_and_latency_slow_polls_but_never_hang_or_apply_half() {
     );
     net.loss(30);
     let url = format!("http://127.0.0.1:{}/git/{}.git", proxy.port, repo.name);
-    let fetch_timeout = Duration::from_secs(30);
+    let fetch_timeout = Duration::from_secs(40);
     let agent = Agent::new(
         &url,
-        "connect_timeout = \"5s\"\nstall_timeout = \"10s\"\nfetch_timeout = \"30s\"",
+        "connect_timeout = \"5s\"\nstall_timeout = \"15s\"\nfetch_timeout = \"40s\"",
     );
     let converge = |want: &str, count: usize| {
         for attempt in 1..=4 {
