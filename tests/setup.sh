@@ -7,6 +7,7 @@
 #   - a busybox test image built locally (`docker import`, no registry needed)
 #   - a Debian bookworm image with systemd as PID 1 (debootstrap, cached), and one derived from
 #     it with ca-certificates for the package test
+#   - iproute2 and nftables for the network-fault tests (they make their own namespaces)
 #   - Git servers on loopback over one directory of bare repositories:
 #       smart HTTP: lighttpd + git http-backend   http://127.0.0.1:$TEND_TB_HTTP_PORT/git/NAME.git
 #       SSH:        sshd with its own host key    ssh://$USER@127.0.0.1:$TEND_TB_SSH_PORT$TEND_TB/srv/NAME.git
@@ -36,6 +37,8 @@ command -v curl >/dev/null || need+=(curl)
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v ip >/dev/null || need+=(iproute2)      # network namespaces for the network-fault tests
+command -v nft >/dev/null || need+=(nftables)     # packet loss (this kernel has no netem)
 docker_ok() { docker info >/dev/null 2>&1; }
 if ! docker_ok && ! command -v dockerd >/dev/null; then need+=(docker.io); fi
 if [ ${#need[@]} -gt 0 ]; then

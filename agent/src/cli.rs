@@ -122,6 +122,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply a `git bundle` file (offline updates: USB stick, copied file). Its commit is verified
+    /// like a fetched one; the file is only read. Works with the network down. When the agent
+    /// is running, the bundle is handed to it and the outcome awaited.
+    Import {
+        /// Seconds to wait for a running agent to take the bundle.
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
+        /// The bundle (`git bundle create FILE BRANCH`, or `APPLIED..BRANCH` for a small one).
+        file: PathBuf,
+    },
     /// Check a repository tree offline (for CI before merge); exits non-zero on errors.
     Validate {
         /// The repository checkout, a single layer directory, or a single compose file.
@@ -336,9 +346,20 @@ pub fn render_status(state: &State, now: i64, daemon_note: Option<&str>, out: &m
             }
         }
     }
+    if let Some(via) = &src.via {
+        if src.last_error.is_none() {
+            writeln!(out, "  via     {via}")?;
+        }
+    }
     if let Some(next) = src.next_poll {
         if next >= now {
             writeln!(out, "  next    poll in {}", ago(next - now))?;
+        }
+    }
+    let backing_off = src.sources.iter().any(|s| s.next_attempt.is_some_and(|t| t >= now));
+    if src.sources.len() > 1 || backing_off {
+        for s in &src.sources {
+            render_remote(s, now, out)?;
         }
     }
     match &state.applied {
@@ -454,6 +475,25 @@ pub fn render_status(state: &State, now: i64, daemon_note: Option<&str>, out: &m
     for w in &state.warnings {
         writeln!(out, "warning   {w}")?;
     }
+    if !state.bundles.is_empty() {
+        writeln!(out, "bundles:")?;
+        for b in state.bundles.iter().take(5) {
+            let commit = b.commit.as_deref().map(short).unwrap_or("-");
+            let when = ago(now - b.at);
+            match b.outcome.as_str() {
+                "applied" => writeln!(out, "  {}  applied {commit} {when} ago", b.file)?,
+                "pending" => writeln!(out, "  {}  {commit} being applied", b.file)?,
+                "already-applied" => writeln!(out, "  {}  {commit} already applied ({when} ago)", b.file)?,
+                other => writeln!(
+                    out,
+                    "  {}  {} {when} ago: {} (file left as it is)",
+                    b.file,
+                    other.to_uppercase(),
+                    b.reason.as_deref().unwrap_or("no reason recorded")
+                )?,
+            }
+        }
+    }
     match &state.last_error {
         Some(e) => writeln!(out, "last error {} ago in {}: {}", ago(now - e.at), e.step, e.message)?,
         None => {
@@ -463,6 +503,36 @@ pub fn render_status(state: &State, now: i64, daemon_note: Option<&str>, out: &m
         }
     }
     Ok(())
+}
+
+/// One source line: role, URL, last contact, last error, next attempt.
+fn render_remote(s: &crate::state::RemoteStatus, now: i64, out: &mut dyn Write) -> std::io::Result<()> {
+    let contact = match s.last_contact {
+        Some(t) => format!("last contact {} ago", ago(now - t)),
+        None => "never reached".into(),
+    };
+    let next = match s.next_attempt {
+        Some(t) if t >= now => format!("next attempt in {}", ago(t - now)),
+        _ => "next attempt at the next poll".into(),
+    };
+    match &s.last_error {
+        None => writeln!(
+            out,
+            "  {:<7} {}: ok, {contact}, tip {}",
+            s.role,
+            s.url,
+            s.tip.as_deref().map(short).unwrap_or("?")
+        ),
+        Some(e) => {
+            let failures = if s.failures > 1 {
+                format!(" ({} failures in a row)", s.failures)
+            } else {
+                String::new()
+            };
+            writeln!(out, "  {:<7} {}: FAILED{failures}: {e}", s.role, s.url)?;
+            writeln!(out, "          {contact}; {next}")
+        }
+    }
 }
 
 fn table(out: &mut dyn Write, header: &[&str], rows: &[[String; 5]]) -> std::io::Result<()> {
@@ -508,6 +578,7 @@ mod tests {
                 last_error: None,
                 remote_tip: Some("9f8e7d6c5b4a".into()),
                 next_poll: Some(1050),
+                ..SourceStatus::default()
             },
             applied: Some(Applied {
                 commit: CommitInfo {
@@ -718,6 +789,85 @@ last cycle 10s ago: ok
         let page = std::fs::read_to_string(dir.path().join("man/tend.1")).expect("page");
         assert!(page.contains(".TH tend 1"), "{page}");
         assert!(page.contains("/etc/tend/tend.toml"), "FILES in the man page: {page}");
+    }
+
+    #[test]
+    fn status_with_mirrors_and_bundles() {
+        use crate::state::{BundleRecord, RemoteStatus};
+        let mut s = sample();
+        s.refused = None;
+        s.last_error = None;
+        s.source.via = Some("http://10.0.0.5/fleet.git".into());
+        s.source.sources = vec![
+            RemoteStatus {
+                url: "https://git.example/fleet.git".into(),
+                role: "primary".into(),
+                last_attempt: Some(990),
+                last_contact: Some(400),
+                last_error: Some("fetch from https://git.example/fleet.git: connection timed out".into()),
+                failures: 3,
+                next_attempt: Some(1020),
+                tip: Some("1a2b3c4d".into()),
+                last_duration_ms: Some(2000),
+                pack: false,
+            },
+            RemoteStatus {
+                url: "http://10.0.0.5/fleet.git".into(),
+                role: "mirror".into(),
+                last_attempt: Some(990),
+                last_contact: Some(990),
+                last_error: None,
+                failures: 0,
+                next_attempt: None,
+                tip: Some("9f8e7d6c5b4a".into()),
+                last_duration_ms: Some(40),
+                pack: true,
+            },
+        ];
+        s.bundles = vec![
+            BundleRecord {
+                file: "/media/usb/bad.bundle".into(),
+                size: 10,
+                mtime_ns: 0,
+                commit: Some("abcdef012345".into()),
+                outcome: "refused".into(),
+                reason: Some("commit abcdef0 refused: not signed".into()),
+                at: 940,
+            },
+            BundleRecord {
+                file: "/media/usb/fleet.bundle".into(),
+                size: 10,
+                mtime_ns: 0,
+                commit: Some("1a2b3c4d5e6f".into()),
+                outcome: "applied".into(),
+                reason: None,
+                at: 700,
+            },
+        ];
+        let mut out = Vec::new();
+        render_status(&s, 1000, None, &mut out).expect("render");
+        let text = String::from_utf8(out).expect("utf8");
+        let want = "\
+tend on edge-017
+mode      auto
+source    https://git.example/fleet.git (branch main)
+  fetch   ok 10s ago, remote tip 9f8e7d6
+  via     http://10.0.0.5/fleet.git
+  next    poll in 50s
+  primary https://git.example/fleet.git: FAILED (3 failures in a row): fetch from https://git.example/fleet.git: connection timed out
+          last contact 10m ago; next attempt in 20s
+  mirror  http://10.0.0.5/fleet.git: ok, last contact 10s ago, tip 9f8e7d6
+applied   1a2b3c4 \"web: nginx 1.27\" (committed 10m ago, applied 5m ago)
+  signed  by ops@example.org (SSH key SHA256:abc)
+containers:
+  SERVICE  STATE    CONTAINER   IMAGE       STATUS
+  web      running  tend-web-1  nginx:1.27  Up 5 minutes
+bundles:
+  /media/usb/bad.bundle  REFUSED 60s ago: commit abcdef0 refused: not signed (file left as it is)
+  /media/usb/fleet.bundle  applied 1a2b3c4 5m ago
+last cycle 10s ago: ok
+";
+        assert_eq!(text, want);
     }
 
     #[test]

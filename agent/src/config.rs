@@ -151,6 +151,29 @@ pub struct Source {
     pub ssh_key: Option<PathBuf>,
     /// Pinned known_hosts for `ssh://` sources.
     pub known_hosts: Option<PathBuf>,
+    /// Other URLs serving the same repository, tried in order when the ones before fail.
+    pub mirrors: Vec<String>,
+    /// How long a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// A connection that transfers nothing for this long is dropped.
+    pub stall_timeout: Duration,
+    /// Hard limit for one fetch from one source, whatever the link does.
+    pub fetch_timeout: Duration,
+    /// Longest wait between attempts on a failing source (exponential backoff up to this).
+    pub backoff_max: Duration,
+    /// A directory (e.g. a USB mount) watched for `*.bundle` files.
+    pub inbox: Option<PathBuf>,
+    /// File with the HTTP(S) credentials (`user:password`, a token, or git-credentials URLs).
+    pub https_credentials: Option<PathBuf>,
+}
+
+impl Source {
+    /// The primary URL followed by the mirrors, in the order they are tried.
+    pub fn urls(&self) -> Vec<String> {
+        std::iter::once(self.url.clone())
+            .chain(self.mirrors.iter().cloned())
+            .collect()
+    }
 }
 
 /// `[host]`: identity and layers.
@@ -279,6 +302,13 @@ struct RawSource {
     poll_interval: Option<String>,
     ssh_key: Option<PathBuf>,
     known_hosts: Option<PathBuf>,
+    mirrors: Option<Vec<String>>,
+    connect_timeout: Option<String>,
+    stall_timeout: Option<String>,
+    fetch_timeout: Option<String>,
+    backoff_max: Option<String>,
+    inbox: Option<PathBuf>,
+    https_credentials: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -365,6 +395,57 @@ impl Config {
             }
         };
         let poll_interval = duration("source.poll_interval", source.poll_interval, Duration::from_secs(60))?;
+        let connect_timeout = duration(
+            "source.connect_timeout",
+            source.connect_timeout,
+            Duration::from_secs(10),
+        )?;
+        let stall_timeout = duration("source.stall_timeout", source.stall_timeout, Duration::from_secs(30))?;
+        let fetch_timeout = duration(
+            "source.fetch_timeout",
+            source.fetch_timeout,
+            Duration::from_secs(30 * 60),
+        )?;
+        if fetch_timeout < connect_timeout {
+            return Err(invalid(
+                "source.fetch_timeout",
+                "must not be shorter than source.connect_timeout".into(),
+            ));
+        }
+        let backoff_max = duration("source.backoff_max", source.backoff_max, poll_interval)?;
+        let mirrors = source.mirrors.unwrap_or_default();
+        for (key, url) in
+            std::iter::once(("source.url", &source.url)).chain(mirrors.iter().map(|m| ("source.mirrors", m)))
+        {
+            if url.trim().is_empty() {
+                return Err(invalid(key, "must not be empty".into()));
+            }
+            if has_inline_password(url) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{}: credentials must not be written in the config; put them in a file named by source.https_credentials",
+                        crate::source::redact(url)
+                    ),
+                ));
+            }
+        }
+        if let Some(dup) = mirrors.iter().find(|m| **m == source.url) {
+            return Err(invalid(
+                "source.mirrors",
+                format!("{dup:?} is already the primary source.url"),
+            ));
+        }
+        for (key, p) in [
+            ("source.inbox", &source.inbox),
+            ("source.https_credentials", &source.https_credentials),
+        ] {
+            if let Some(p) = p {
+                if !p.is_absolute() {
+                    return Err(invalid(key, format!("{} must be an absolute path", p.display())));
+                }
+            }
+        }
         let drift_interval = duration(
             "apply.drift_interval",
             raw.apply.drift_interval,
@@ -467,6 +548,13 @@ impl Config {
                 poll_interval,
                 ssh_key: source.ssh_key,
                 known_hosts: source.known_hosts,
+                mirrors,
+                connect_timeout,
+                stall_timeout,
+                fetch_timeout,
+                backoff_max,
+                inbox: source.inbox,
+                https_credentials: source.https_credentials,
             },
             host: Host { name, layers, project },
             paths,
@@ -592,6 +680,14 @@ fn parse_hooks(raw: RawHooks, timeout: Duration) -> Result<Hooks, (&'static str,
         on,
         timeout,
     })
+}
+
+/// Whether a URL carries a password (`scheme://user:password@host/...`).
+fn has_inline_password(url: &str) -> bool {
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 /// Compose's rule for project names.
@@ -734,6 +830,50 @@ mod tests {
             let e = parse(&format!("[source]\nurl = \"x\"\n{text}")).expect_err(key);
             assert!(e.to_string().contains(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn network_keys_have_defaults_and_are_checked() {
+        let c = parse("[source]\nurl = \"https://h/x.git\"\n").expect("valid");
+        assert_eq!(c.source.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.source.stall_timeout, Duration::from_secs(30));
+        assert_eq!(c.source.backoff_max, c.source.poll_interval);
+        assert!(c.source.mirrors.is_empty());
+        assert_eq!(c.source.urls(), vec!["https://h/x.git"]);
+        let c = parse(
+            "[source]\nurl = \"https://h/x.git\"\nmirrors = [\"http://10.0.0.5/x.git\", \"/srv/x.git\"]\n\
+             connect_timeout = \"3s\"\nstall_timeout = \"5s\"\nbackoff_max = \"10m\"\ninbox = \"/media/usb\"\n\
+             https_credentials = \"/etc/tend/git-credentials\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.source.urls().len(), 3);
+        assert_eq!(c.source.backoff_max, Duration::from_secs(600));
+        assert_eq!(c.source.inbox, Some(PathBuf::from("/media/usb")));
+        for (text, key) in [
+            ("connect_timeout = \"never\"", "source.connect_timeout"),
+            ("stall_timeout = \"0s\"", "source.stall_timeout"),
+            ("backoff_max = \"x\"", "source.backoff_max"),
+            ("inbox = \"usb\"", "source.inbox"),
+            ("https_credentials = \"creds\"", "source.https_credentials"),
+            ("mirrors = [\"https://h/x.git\"]", "source.mirrors"),
+            ("mirrors = [\"\"]", "source.mirrors"),
+            ("fetch_timeout = \"1s\"", "source.fetch_timeout"),
+        ] {
+            let e = parse(&format!("[source]\nurl = \"https://h/x.git\"\n{text}\n")).expect_err(text);
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn inline_credentials_are_refused() {
+        let e = parse("[source]\nurl = \"https://u:s3cret@h/x.git\"\n").expect_err("inline");
+        let msg = e.to_string();
+        assert!(msg.contains("source.url") && msg.contains("https_credentials"), "{msg}");
+        assert!(!msg.contains("s3cret"), "the password must not be echoed: {msg}");
+        let e = parse("[source]\nurl = \"/x\"\nmirrors = [\"https://u:p@m/x.git\"]\n").expect_err("inline");
+        assert!(e.to_string().contains("source.mirrors"), "{e}");
+        // A user name alone (ssh://git@host) is not a credential.
+        parse("[source]\nurl = \"ssh://git@h:22/x.git\"\n").expect("ssh user");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::desired::{self, Desired, HostFacts};
 use crate::docker::{container_name, Engine};
 use crate::files;
 use crate::plan::{self, ObservedContainer};
-use crate::source::{self, Repo, SshOptions};
+use crate::source::{self, Repo};
 use crate::state::{self, Applied, HistoryEntry, LastError, Refused, State};
 use crate::trust::{self, Signer, TrustStore};
 use std::collections::BTreeMap;
@@ -112,6 +112,8 @@ pub struct Agent<E: Engine> {
     shared: Option<crate::api::Shared>,
     /// Key of keyed hashes of secret content (per host, kept in the state dir).
     hash_key: [u8; 32],
+    /// Primary URL, mirrors and bundle inboxes, with their schedules.
+    net: crate::sources::Sources,
 }
 
 /// Read the host's secret-hash key, creating it (32 random bytes, 0600) the first time.
@@ -136,6 +138,31 @@ pub fn secret_hash_key(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
     Ok(key)
 }
 
+/// Check `tip` against the host's trust policy (see [`Agent`]'s `verify`): `None` signer with
+/// `allow_unsigned`.
+fn verify_commit(
+    cfg: &Config,
+    trust: Option<&TrustStore>,
+    repo: &Repo,
+    tip: &str,
+    applied: Option<&str>,
+) -> Result<Option<Signer>, String> {
+    let Some(store) = trust else { return Ok(None) };
+    let approved = std::fs::read_to_string(rollback_approval_file(cfg))
+        .ok()
+        .map(|s| s.trim().to_owned());
+    let verdict = trust::check(
+        store,
+        repo,
+        tip,
+        applied,
+        cfg.trust.require,
+        approved.as_deref().filter(|a| *a == tip),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Some(verdict.signer))
+}
+
 /// The file `tend approve --allow-rollback` writes: one commit id allowed once to be applied
 /// although it does not descend from the applied commit.
 pub fn rollback_approval_file(cfg: &Config) -> std::path::PathBuf {
@@ -157,6 +184,7 @@ impl<E: Engine> Agent<E> {
             source,
         })?;
         let repo = Repo::open_or_init(&cfg.repo_dir())?;
+        let net = crate::sources::Sources::new(&cfg)?;
         let trust = if cfg.trust.allow_unsigned {
             log::warn!("[trust] allow_unsigned = true: commits are applied WITHOUT signature verification");
             None
@@ -191,6 +219,7 @@ impl<E: Engine> Agent<E> {
             backoff: std::collections::HashMap::new(),
             units_mgr: None,
             shared: None,
+            net,
         })
     }
 
@@ -198,20 +227,12 @@ impl<E: Engine> Agent<E> {
     /// commit (unless the operator approved a rollback to exactly this commit), and with
     /// `require = "all"` every commit in between.
     fn verify(&self, tip: &str, applied: Option<&str>) -> Result<Option<Signer>, String> {
-        let Some(store) = &self.trust else { return Ok(None) };
-        let approved = std::fs::read_to_string(rollback_approval_file(&self.cfg))
-            .ok()
-            .map(|s| s.trim().to_owned());
-        let verdict = trust::check(
-            store,
-            &self.repo,
-            tip,
-            applied,
-            self.cfg.trust.require,
-            approved.as_deref().filter(|a| *a == tip),
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(Some(verdict.signer))
+        verify_commit(&self.cfg, self.trust.as_ref(), &self.repo, tip, applied)
+    }
+
+    /// The sources (to hand them a trigger sender, or a bundle to import).
+    pub fn sources_mut(&mut self) -> &mut crate::sources::Sources {
+        &mut self.net
     }
 
     /// Record `tip` as refused by `step`.
@@ -321,28 +342,36 @@ impl<E: Engine> Agent<E> {
         let last_recorded = self.state.history.front().cloned();
         if fetch {
             report.ran("fetch");
-            self.state.source.last_attempt = Some(state::now());
-            let ssh = SshOptions {
-                key: self.cfg.source.ssh_key.clone(),
-                known_hosts: self.cfg.source.known_hosts.clone(),
+            // Primary, mirrors, bundles: the first verifiable commit wins (see `sources`).
+            let applied = self.state.applied.as_ref().map(|a| a.commit.id.clone());
+            let approval = std::fs::read_to_string(rollback_approval_file(&self.cfg)).unwrap_or_default();
+            let refused = self
+                .state
+                .refused
+                .as_ref()
+                .filter(|r| approval.trim() != r.commit.id)
+                .map(|r| (r.commit.id.clone(), r.reason.clone()));
+            let Agent {
+                net,
+                repo,
+                state,
+                cfg,
+                trust,
+                ..
+            } = self;
+            let (repo, cfg, trust) = (&*repo, &*cfg, trust.as_ref());
+            let check = |t: &str| -> Result<(), String> {
+                match &refused {
+                    // A refused tip is not verified again on every poll.
+                    Some((id, reason)) if id == t => Err(reason.clone()),
+                    _ => verify_commit(cfg, trust, repo, t, applied.as_deref()).map(|_| ()),
+                }
             };
-            let (url, branch) = (self.cfg.source.url.clone(), self.cfg.source.branch.clone());
             let timer = crate::metrics::timer("fetch");
-            let fetched = tokio::task::block_in_place(|| self.repo.fetch(&url, &branch, &ssh));
+            let polled = tokio::task::block_in_place(|| net.poll(repo, state, applied.as_deref(), &check));
             drop(timer);
-            match fetched {
-                Ok(t) => {
-                    self.state.source.last_success = Some(state::now());
-                    self.state.source.last_error = None;
-                    self.state.source.remote_tip = Some(t.clone());
-                    tip = Some(t);
-                }
-                Err(e) => {
-                    log::warn!(step = "fetch"; "fetch failed: {e}");
-                    self.state.source.last_error = Some(e.to_string());
-                    report.problems.push(("fetch".into(), e.to_string()));
-                }
-            }
+            report.problems.extend(polled.problems);
+            tip = polled.tip;
         }
 
         // Without a fetch, the last fetched tip still counts (an approval or a resume can make it
@@ -471,6 +500,7 @@ impl<E: Engine> Agent<E> {
             message: message.clone(),
         });
         self.state.last_cycle = Some(state::now());
+        self.net.finish(&mut self.state);
         self.save(&mut report);
         // Outcomes recorded by this cycle go to metrics and hooks.
         crate::events::cycle_finished(

@@ -6,8 +6,10 @@
 
 pub mod api;
 pub mod apply;
+pub mod bundle;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod desired;
 pub mod docker;
@@ -21,6 +23,7 @@ pub mod plan;
 pub mod secretfs;
 pub mod secrets;
 pub mod source;
+pub mod sources;
 pub mod state;
 pub mod systemd;
 pub mod trust;

@@ -82,6 +82,10 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
                     tokio::spawn(tend::metrics::serve(listener));
                 }
                 let mut agent = daemon::Agent::new(cfg, engine)?;
+                if !once {
+                    agent.sources_mut().set_triggers(tx.clone());
+                    tend::sources::spawn_inbox_watch(agent.sources_mut().watch_dirs(), tx.clone());
+                }
                 if once {
                     let report = agent.cycle(true).await;
                     tend::events::flush(hooks_timeout);
@@ -294,6 +298,7 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Import { wait, file } => import(&args.config, &file, wait),
         Command::Validate { dir, host, layers } => {
             let cfg = config::Config::load(&args.config).ok();
             let mut out = std::io::stdout().lock();
@@ -301,4 +306,106 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `tend import FILE`: run one offline cycle with the bundle when no agent runs; otherwise hand
+/// the bundle to the running agent (through its spool directory) and wait for the outcome.
+fn import(config: &std::path::Path, file: &std::path::Path, wait: u64) -> anyhow::Result<ExitCode> {
+    let cfg = config::Config::load(config)?;
+    let file = std::path::absolute(file).with_context(|| format!("bundle {}", file.display()))?;
+    // Read the header now: a file that is not a bundle is refused before anything else.
+    tend::bundle::read_header_file(&file)?;
+    std::fs::create_dir_all(&cfg.paths.state)
+        .with_context(|| format!("cannot create state dir {}", cfg.paths.state.display()))?;
+    match state::Lock::acquire(&cfg.paths.state) {
+        Ok(_lock) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(async move {
+                let agent_id = docker::agent_id(&cfg.paths.state);
+                let roots = docker::Roots {
+                    files: cfg.files_dir(),
+                    data: cfg.data_dir(),
+                    secrets: cfg.secrets_dir(),
+                };
+                let mut engine = docker::DockerEngine::connect(cfg.docker.socket.as_deref(), &agent_id, roots).await?;
+                if let Some(path) = &cfg.docker.registry_auth {
+                    engine = engine.with_credentials(docker::load_credentials(path).map_err(anyhow::Error::msg)?);
+                }
+                let mut agent = daemon::Agent::new(cfg, engine)?;
+                agent.sources_mut().import_only(file.clone());
+                let report = agent.cycle(true).await;
+                let name = file.display().to_string();
+                match bundle_outcome(agent.state(), &name, &file) {
+                    Some(Err(e)) => Err(e),
+                    Some(Ok(code)) => match report.first_problem() {
+                        Some(p) => anyhow::bail!("{p}"),
+                        None => Ok(code),
+                    },
+                    None => match report.first_problem() {
+                        Some(p) => anyhow::bail!("{p}"),
+                        None => anyhow::bail!("bundle {name}: no outcome recorded"),
+                    },
+                }
+            })
+        }
+        Err(state::Error::Locked { .. }) => {
+            // A running agent: hand the bundle over through its spool directory.
+            let spool = tend::sources::spool_dir(&cfg);
+            std::fs::create_dir_all(&spool).with_context(|| format!("cannot create {}", spool.display()))?;
+            let base = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "import".into());
+            let target = spool.join(format!("{}-{base}.bundle", std::process::id()));
+            let tmp = spool.join(format!(".{}-{base}.tmp", std::process::id()));
+            std::fs::copy(&file, &tmp)
+                .with_context(|| format!("cannot copy {} to {}", file.display(), tmp.display()))?;
+            std::fs::rename(&tmp, &target).with_context(|| format!("cannot move {} into place", tmp.display()))?;
+            let name = target.display().to_string();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+            loop {
+                if let Ok(st) = state::State::load(&cfg.state_file()) {
+                    if let Some(result) = bundle_outcome(&st, &name, &file) {
+                        return result;
+                    }
+                }
+                if std::time::Instant::now() > deadline {
+                    anyhow::bail!(
+                        "the running agent did not take bundle {} within {wait}s; it stays queued as {name}",
+                        file.display()
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The recorded outcome of bundle `name` (as the agent saw it; `file` is what the user gave).
+fn bundle_outcome(st: &state::State, name: &str, file: &std::path::Path) -> Option<anyhow::Result<ExitCode>> {
+    let rec = st.bundles.iter().find(|b| b.file == name && b.outcome != "pending")?;
+    let commit = rec.commit.as_deref().map(|c| &c[..c.len().min(7)]).unwrap_or("?");
+    Some(match rec.outcome.as_str() {
+        "applied" => {
+            println!("imported {}: commit {commit} applied", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        "already-applied" => {
+            println!(
+                "imported {}: commit {commit} is already part of the applied history; nothing to do",
+                file.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(anyhow::anyhow!(
+            "bundle {} {other}: {}",
+            file.display(),
+            rec.reason.as_deref().unwrap_or("no reason recorded")
+        )),
+    })
 }

@@ -4,6 +4,8 @@
 use crate::desired::{Entry, EntryKind, FileData, Tree, TreeError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The ref tend fetches the followed branch into.
 pub const FETCHED_REF: &str = "refs/tend/fetched";
@@ -35,6 +37,9 @@ pub enum Error {
         /// The branch.
         branch: String,
     },
+    /// The HTTPS credentials file is unusable.
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::Error),
     /// A commit or object is missing or malformed.
     #[error("{what}: {message}")]
     Object {
@@ -59,6 +64,212 @@ pub struct SshOptions {
     pub key: Option<PathBuf>,
     /// Pinned known_hosts.
     pub known_hosts: Option<PathBuf>,
+}
+
+/// How tend talks to remotes: timeouts and credentials. No poll may hang the loop.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    /// `ssh://` deploy key and pinned known_hosts.
+    pub ssh: SshOptions,
+    /// How long a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// A connection that transfers nothing for this long is dropped.
+    pub stall_timeout: Duration,
+    /// HTTP(S) credentials, sent only to URLs they are meant for.
+    pub credentials: Option<Arc<crate::credentials::Credentials>>,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Transport {
+            ssh: SshOptions::default(),
+            connect_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(30),
+            credentials: None,
+        }
+    }
+}
+
+/// What one fetch found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The remote branch tip.
+    pub tip: String,
+    /// Whether a pack was requested and received (false: the tip was already here).
+    pub pack: bool,
+}
+
+/// Fetch `branch` from `url` into the bare repository at `repo_path`, updating `local_ref`, and
+/// return the branch tip.
+///
+/// Git protocol v2 where the server speaks it: `ls-refs` is limited to the one branch
+/// (`ref-prefix refs/heads/BRANCH`), no tags are followed, and no pack is requested when the tip
+/// is already in the repository. Otherwise negotiation sends what the repository has (every ref
+/// under `refs/tend/`, the applied commit among them) as `have`s, so only new objects travel.
+/// Full history, never shallow. Opens its own handle on the repository so that it can run on a
+/// thread of its own; `interrupt` stops it between pack entries.
+pub fn fetch(
+    repo_path: &Path,
+    url: &str,
+    branch: &str,
+    local_ref: &str,
+    transport: &Transport,
+    interrupt: &AtomicBool,
+) -> Result<Fetched, Error> {
+    let fetch_err = |e: &dyn std::error::Error| Error::Fetch {
+        url: redact(url),
+        message: one_line(&chain(e)),
+    };
+    let mut repo = gix::open_opts(repo_path, gix::open::Options::isolated()).map_err(|e| repo_err(repo_path, e))?;
+    {
+        let mut config = repo.config_snapshot_mut();
+        let mut set = |key: &str, value: &str| {
+            config
+                .set_raw_value(key, value)
+                .map(|_| ())
+                .map_err(|e| repo_err(repo_path, e))
+        };
+        let ssh = &transport.ssh;
+        let connect = transport.connect_timeout.as_secs().max(1);
+        // ssh notices a dead peer after ServerAliveInterval * ServerAliveCountMax.
+        let alive = (transport.stall_timeout.as_secs() / 3).max(1);
+        let mut cmd = format!(
+            "ssh -o BatchMode=yes -o ConnectTimeout={connect} -o ServerAliveInterval={alive} -o ServerAliveCountMax=3"
+        );
+        if let Some(k) = &ssh.key {
+            cmd.push_str(&format!(
+                " -o IdentitiesOnly=yes -i {}",
+                shell_quote(&k.display().to_string())
+            ));
+        }
+        if let Some(kh) = &ssh.known_hosts {
+            cmd.push_str(&format!(
+                " -o StrictHostKeyChecking=yes -o UserKnownHostsFile={}",
+                shell_quote(&kh.display().to_string())
+            ));
+        }
+        set("core.sshCommand", &cmd)?;
+        set(
+            "gitoxide.http.connectTimeout",
+            &transport.connect_timeout.as_millis().to_string(),
+        )?;
+        set("http.lowSpeedLimit", "1")?;
+        set(
+            "http.lowSpeedTime",
+            &transport.stall_timeout.as_secs().max(1).to_string(),
+        )?;
+        set("protocol.version", "2")?;
+    }
+    let refspec = format!("+refs/heads/{branch}:{local_ref}");
+    let remote = repo
+        .remote_at(url)
+        .map_err(|e| fetch_err(&e))?
+        .with_fetch_tags(gix::remote::fetch::Tags::None)
+        .with_refspecs(Some(refspec.as_str()), gix::remote::Direction::Fetch)
+        .map_err(|e| fetch_err(&e))?;
+    let mut connection = remote
+        .connect(gix::remote::Direction::Fetch)
+        .map_err(|e| fetch_err(&e))?;
+    if is_http(url) {
+        let options = http_options(&repo, url, transport).map_err(|message| Error::Fetch {
+            url: redact(url),
+            message,
+        })?;
+        connection.set_transport_options(options);
+        // Never prompt: the credentials file is the only source of credentials.
+        connection.set_credentials(|_| Ok(None));
+    }
+    let prepare = connection
+        .prepare_fetch(gix::progress::Discard, Default::default())
+        .map_err(|e| fetch_err(&e))?;
+    let outcome = prepare
+        .receive(gix::progress::Discard, interrupt)
+        .map_err(|e| fetch_err(&e))?;
+    let pack = matches!(outcome.status, gix::remote::fetch::Status::Change { .. });
+    let wanted = format!("refs/heads/{branch}");
+    let tip = outcome
+        .ref_map
+        .mappings
+        .iter()
+        .find_map(|m| match &m.remote {
+            gix::remote::fetch::refmap::Source::Ref(r) => {
+                let (name, target, _) = r.unpack();
+                (name == wanted.as_str()).then(|| target.map(|t| t.to_string()))
+            }
+            _ => None,
+        })
+        .flatten();
+    match tip {
+        Some(tip) => Ok(Fetched { tip, pack }),
+        None => Err(Error::NoBranch {
+            url: redact(url),
+            branch: branch.to_owned(),
+        }),
+    }
+}
+
+fn is_http(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+/// HTTP transport options: connect and stall timeouts (the reqwest backend ignores git's
+/// `http.lowSpeed*`, so they are set on the client), and preemptive credentials.
+fn http_options(repo: &gix::Repository, url: &str, transport: &Transport) -> Result<Box<dyn std::any::Any>, String> {
+    use gix::protocol::transport::client::blocking_io::http;
+    let mut options = repo
+        .transport_options(url, None)
+        .map_err(|e| e.to_string())?
+        .and_then(|o| o.downcast::<http::Options>().ok())
+        .map(|o| *o)
+        .unwrap_or_default();
+    let (connect, stall) = (transport.connect_timeout, transport.stall_timeout);
+    let mut backend = http::reqwest::Options {
+        configure_client: Some(Box::new(move |builder| {
+            // Blocking reqwest applies `timeout` to each wait: the response headers, then every
+            // read of the body. A server that accepts and never answers, or a link that goes
+            // silent, ends the request after `stall`.
+            Ok(builder
+                .connect_timeout(connect)
+                .timeout(stall)
+                .tcp_keepalive(Duration::from_secs(15)))
+        })),
+        configure_request: None,
+    };
+    if let Some(header) = transport.credentials.as_ref().and_then(|c| c.header_for(url)) {
+        backend.configure_request = Some(Box::new(move |request| {
+            request
+                .headers_mut()
+                .insert(reqwest::header::AUTHORIZATION, header.clone());
+            Ok(())
+        }));
+    }
+    options.backend = Some(Arc::new(std::sync::Mutex::new(backend)));
+    Ok(Box::new(options))
+}
+
+/// An error and its causes, `outer: inner: root`, without repeats or empty wrappers.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string();
+        let noise = text.is_empty() || text.starts_with("I/O error (") || parts.iter().any(|p| p.contains(&text));
+        if !noise {
+            parts.push(text);
+        }
+        current = err.source();
+    }
+    parts.join(": ")
+}
+
+/// A gix error chain on one line.
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Facts about one commit, for status and history.
@@ -118,79 +329,56 @@ impl Repo {
         &self.path
     }
 
-    /// Fetch `branch` from `url` into [`FETCHED_REF`] and return the branch tip.
-    /// Only new objects are transferred: what the repository already has is negotiated away.
+    /// Fetch `branch` from `url` into [`FETCHED_REF`] and return the branch tip, with default
+    /// timeouts and no credentials. See [`fetch`] for the details.
     pub fn fetch(&mut self, url: &str, branch: &str, ssh: &SshOptions) -> Result<String, Error> {
-        let fetch_err = |e: &dyn std::fmt::Display| Error::Fetch {
-            url: redact(url),
+        let transport = Transport {
+            ssh: ssh.clone(),
+            ..Transport::default()
+        };
+        let fetched = fetch(
+            &self.path,
+            url,
+            branch,
+            FETCHED_REF,
+            &transport,
+            &AtomicBool::new(false),
+        )?;
+        Ok(fetched.tip)
+    }
+
+    /// The gix repository (for the other source modules).
+    pub(crate) fn gix(&self) -> &gix::Repository {
+        &self.repo
+    }
+
+    /// Point `name` (e.g. `refs/tend/applied`) at commit `id`, creating it when missing.
+    pub fn set_ref(&self, name: &str, id: &str) -> Result<(), Error> {
+        let oid = gix::ObjectId::from_hex(id.as_bytes()).map_err(|e| repo_err(&self.path, e))?;
+        self.repo
+            .reference(name, oid, gix::refs::transaction::PreviousValue::Any, "tend: set")
+            .map_err(|e| repo_err(&self.path, format!("cannot set {name}: {e}")))?;
+        Ok(())
+    }
+
+    /// Whether the object database holds `id` (hex).
+    pub fn has_object(&self, id: &str) -> bool {
+        gix::ObjectId::from_hex(id.as_bytes()).is_ok_and(|oid| self.repo.has_object(oid))
+    }
+
+    /// Whether commit `ancestor` is `descendant` or one of its ancestors.
+    pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, Error> {
+        if ancestor == descendant {
+            return Ok(true);
+        }
+        let obj_err = |e: &dyn std::fmt::Display| Error::Object {
+            what: format!("merge base of {ancestor} and {descendant}"),
             message: e.to_string(),
         };
-        {
-            let mut config = self.repo.config_snapshot_mut();
-            let mut set = |key: &str, value: &str| {
-                config
-                    .set_raw_value(key, value)
-                    .map(|_| ())
-                    .map_err(|e| repo_err(&self.path, e))
-            };
-            if ssh.key.is_some() || ssh.known_hosts.is_some() {
-                let mut cmd = String::from(
-                    "ssh -o BatchMode=yes -o ConnectTimeout=20 -o ServerAliveInterval=10 -o ServerAliveCountMax=3",
-                );
-                if let Some(k) = &ssh.key {
-                    cmd.push_str(&format!(
-                        " -o IdentitiesOnly=yes -i {}",
-                        shell_quote(&k.display().to_string())
-                    ));
-                }
-                if let Some(kh) = &ssh.known_hosts {
-                    cmd.push_str(&format!(
-                        " -o StrictHostKeyChecking=yes -o UserKnownHostsFile={}",
-                        shell_quote(&kh.display().to_string())
-                    ));
-                }
-                set("core.sshCommand", &cmd)?;
-            }
-            // No poll may hang the loop: give up on connections that stall.
-            set("gitoxide.http.connectTimeout", "20000")?;
-            set("http.lowSpeedLimit", "1")?;
-            set("http.lowSpeedTime", "60")?;
-        }
-        let refspec = format!("+refs/heads/{branch}:{FETCHED_REF}");
-        let remote = self
-            .repo
-            .remote_at(url)
-            .map_err(|e| fetch_err(&e))?
-            .with_refspecs(Some(refspec.as_str()), gix::remote::Direction::Fetch)
-            .map_err(|e| fetch_err(&e))?;
-        let connection = remote
-            .connect(gix::remote::Direction::Fetch)
-            .map_err(|e| fetch_err(&e))?;
-        let prepare = connection
-            .prepare_fetch(gix::progress::Discard, Default::default())
-            .map_err(|e| fetch_err(&e))?;
-        let outcome = prepare
-            .receive(gix::progress::Discard, &AtomicBool::new(false))
-            .map_err(|e| fetch_err(&e))?;
-        let tip = outcome
-            .ref_map
-            .mappings
-            .iter()
-            .find_map(|m| match &m.remote {
-                gix::remote::fetch::refmap::Source::Ref(r) => {
-                    let (name, target, _) = r.unpack();
-                    (name == format!("refs/heads/{branch}").as_str()).then(|| target.map(|t| t.to_string()))
-                }
-                _ => None,
-            })
-            .flatten();
-        match tip {
-            Some(t) => Ok(t),
-            None => Err(Error::NoBranch {
-                url: redact(url),
-                branch: branch.to_owned(),
-            }),
-        }
+        let a = gix::ObjectId::from_hex(ancestor.as_bytes()).map_err(|e| obj_err(&e))?;
+        let d = gix::ObjectId::from_hex(descendant.as_bytes()).map_err(|e| obj_err(&e))?;
+        let base = self.repo.merge_base(a, d).map_err(|e| obj_err(&e))?;
+        Ok(base.is_some_and(|b| b.detach() == a))
     }
 
     /// Resolve anything gix understands (branch, tag, hash) to a commit id.

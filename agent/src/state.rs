@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 /// How many history entries are kept.
 pub const HISTORY_LEN: usize = 50;
 
+/// How many bundle records are kept.
+pub const BUNDLES_LEN: usize = 100;
+
 /// Errors reading, writing or locking state.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -91,6 +94,59 @@ pub struct SourceStatus {
     pub remote_tip: Option<String>,
     /// When the next poll is due.
     pub next_poll: Option<i64>,
+    /// Which source answered last (its URL, redacted, or `bundle FILE`), when not the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// Each source (the primary URL, then the mirrors), in the order they are tried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<RemoteStatus>,
+}
+
+/// Contact with one source URL.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RemoteStatus {
+    /// URL (credentials redacted).
+    pub url: String,
+    /// `primary` or `mirror`.
+    pub role: String,
+    /// Last attempt (start).
+    pub last_attempt: Option<i64>,
+    /// Last time the source answered.
+    pub last_contact: Option<i64>,
+    /// Error of the last attempt, when it failed.
+    pub last_error: Option<String>,
+    /// Failed attempts in a row.
+    #[serde(default)]
+    pub failures: u32,
+    /// When it is tried next, when it is backing off (otherwise: at the next poll).
+    pub next_attempt: Option<i64>,
+    /// Branch tip it answered with last.
+    pub tip: Option<String>,
+    /// How long the last attempt took, in milliseconds.
+    pub last_duration_ms: Option<u64>,
+    /// Whether the last successful attempt transferred a pack (false: nothing new, no pack requested).
+    #[serde(default)]
+    pub pack: bool,
+}
+
+/// What happened to one offline bundle (from the inbox or `tend import`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleRecord {
+    /// The bundle file.
+    pub file: String,
+    /// Its size in bytes and modification time (seconds), which identify this version of the file.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// The commit the bundle carries for the followed branch, when it could be read.
+    pub commit: Option<String>,
+    /// `pending`, `applied`, `already-applied`, `refused`, `failed`.
+    pub outcome: String,
+    /// Why, for anything but `applied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it was processed.
+    pub at: i64,
 }
 
 /// An error the last cycle met.
@@ -204,6 +260,9 @@ pub struct State {
     /// Each step of the last cycle and its condition.
     #[serde(default)]
     pub steps: Vec<StepCondition>,
+    /// Offline bundles seen, newest first (at most [`BUNDLES_LEN`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bundles: Vec<BundleRecord>,
 }
 
 /// A revision waiting for approval.

@@ -5,6 +5,8 @@ mod drift;
 mod engine;
 mod examples;
 mod keys;
+mod netfault;
+mod network;
 mod observability;
 mod package;
 mod registry;

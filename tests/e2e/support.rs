@@ -142,6 +142,27 @@ impl GitRepo {
         self
     }
 
+    /// Like [`GitRepo::commit`], signed with the SSH private key `key`.
+    pub fn commit_signed(&self, msg: &str, key: &Path) -> String {
+        run_ok(self.git().args(["add", "-A"]));
+        run_ok(
+            self.git()
+                .args(["-c", "gpg.format=ssh", "-c"])
+                .arg(format!("user.signingkey={}", key.display()))
+                .args(["commit", "-q", "-S", "--allow-empty", "-m", msg]),
+        );
+        run_ok(
+            self.git()
+                .arg("push")
+                .arg("-q")
+                .arg(&self.bare)
+                .arg("HEAD:main"),
+        );
+        run_ok(self.git().args(["rev-parse", "HEAD"]))
+            .trim()
+            .to_owned()
+    }
+
     /// Commit everything and push to the served bare repo; returns the commit id.
     pub fn commit(&self, msg: &str) -> String {
         run_ok(self.git().args(["add", "-A"]));
