@@ -449,6 +449,9 @@ pub fn render_status(state: &State, now: i64, daemon_note: Option<&str>, out: &m
             writeln!(out, "  ! {}: {}", c.service, c.note.as_deref().unwrap_or_default())?;
         }
     }
+    if !state.files_owned.is_empty() {
+        writeln!(out, "files     {} host file(s) owned", state.files_owned.len())?;
+    }
     if !state.units.is_empty() {
         writeln!(out, "units:")?;
         let rows: Vec<[String; 5]> = state

@@ -62,10 +62,21 @@ pub struct Config {
     pub secrets: Secrets,
     /// Where systemd units go and how systemd is reached.
     pub systemd: Systemd,
+    /// Which host paths `files/` layers may write.
+    pub files: Files,
     /// Where Prometheus metrics are published besides the API socket.
     pub metrics: Metrics,
     /// Who is told about each outcome.
     pub hooks: Hooks,
+}
+
+/// `[files]`: host files from the layers' `files/` directories.
+#[derive(Debug, Clone)]
+pub struct Files {
+    /// Absolute path prefixes tend may write under (nothing when empty).
+    pub allowed_prefixes: Vec<String>,
+    /// Where `/` is (for tests and chroots).
+    pub root: PathBuf,
 }
 
 /// `[systemd]`.
@@ -249,9 +260,18 @@ struct RawConfig {
     #[serde(default)]
     systemd: RawSystemd,
     #[serde(default)]
+    files: RawFiles,
+    #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
     hooks: RawHooks,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFiles {
+    allowed_prefixes: Option<Vec<String>>,
+    root: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -535,7 +555,20 @@ impl Config {
         if systemd.journal_command.is_empty() {
             return Err(invalid("systemd.journal_command", "must name a command".into()));
         }
+        let files = Files {
+            allowed_prefixes: raw.files.allowed_prefixes.unwrap_or_default(),
+            root: raw.files.root.unwrap_or_else(|| "/".into()),
+        };
+        for p in &files.allowed_prefixes {
+            if !p.starts_with('/') || p.split('/').any(|c| c == "..") || p == "/" {
+                return Err(invalid(
+                    "files.allowed_prefixes",
+                    format!("{p:?}: use absolute directories like \"/etc/fleet/\" (not / itself)"),
+                ));
+            }
+        }
         Ok(Config {
+            files,
             systemd,
             secrets: Secrets {
                 age_identities: raw.secrets.age_identities.unwrap_or_default(),

@@ -321,6 +321,23 @@ impl<E: Engine> Agent<E> {
         };
         let d = desired::load(&tree, &self.cfg.host.layers, &host_facts(&self.cfg), ctx)
             .map_err(|e| (if e.is_decrypt() { "decrypt" } else { "load" }, e.to_string()))?;
+        // Host files only where this host's config allows them.
+        for (path, f) in &d.host_files {
+            if !crate::hostfiles::allowed(path, &self.cfg.files.allowed_prefixes) {
+                return Err((
+                    "load",
+                    format!(
+                        "{}: {path} is outside the host's [files] allowed_prefixes ({})",
+                        f.source,
+                        if self.cfg.files.allowed_prefixes.is_empty() {
+                            "none are allowed".to_owned()
+                        } else {
+                            self.cfg.files.allowed_prefixes.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
         let d = Arc::new(d);
         self.cache = Some((commit.to_owned(), d.clone()));
         Ok(d)
@@ -600,6 +617,26 @@ impl<E: Engine> Agent<E> {
                 return;
             }
         };
+        // Host files, then units, then containers.
+        if !desired.host_files.is_empty() || !self.state.files_owned.is_empty() {
+            let mut owned = self.state.files_owned.clone();
+            let synced = crate::hostfiles::sync(&self.cfg.files.root, &desired.host_files, &mut owned);
+            self.state.files_owned = owned;
+            match synced {
+                Ok(o) => {
+                    for p in &o.written {
+                        log::info!(step = "apply", resource = p.as_str(); "host file {p} written");
+                    }
+                    for p in &o.removed {
+                        log::info!(step = "apply", resource = p.as_str(); "host file {p} removed (no longer declared)");
+                    }
+                }
+                Err(e) => {
+                    report.problems.push(("apply".into(), e.to_string()));
+                    return;
+                }
+            }
+        }
         // Units before containers (containers may need what units provide); a revision whose
         // units cannot be planned is not applied at all.
         if !self

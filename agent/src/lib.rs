@@ -16,6 +16,7 @@ pub mod docker;
 pub mod events;
 pub mod files;
 pub mod hooks;
+pub mod hostfiles;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -238,6 +238,9 @@ pub struct State {
     /// Owned units as last observed.
     #[serde(default)]
     pub units: Vec<UnitStatus>,
+    /// Host files tend wrote: path -> hash of content, mode and owner.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files_owned: BTreeMap<String, String>,
     /// `auto` or `manual`.
     #[serde(default)]
     pub mode: Option<crate::config::Mode>,

@@ -32,7 +32,7 @@ fn every_example_host_config_validates_the_fleet() {
         let out = validate(config);
         assert!(
             out.contains(&format!(
-                "ok: project edge with {} service(s): {services}\n",
+                "ok: project edge with {} service(s): {services};",
                 services.split(", ").count()
             )),
             "{config}: {out}"

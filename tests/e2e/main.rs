@@ -4,6 +4,7 @@
 mod drift;
 mod engine;
 mod examples;
+mod hostfiles;
 mod keys;
 mod netfault;
 mod network;

@@ -75,7 +75,11 @@ fn set_poll_and_drift(agent: &Agent, poll: &str, drift: &str) {
         cfg.replace(
             "poll_interval = \"2s\"",
             &format!("poll_interval = \"{poll}\""),
-        ) + &format!("[apply]\ndrift_interval = \"{drift}\"\n"),
+        )
+        .replace(
+            "[apply]\n",
+            &format!("[apply]\ndrift_interval = \"{drift}\"\n"),
+        ),
     )
     .expect("config");
 }

@@ -288,8 +288,8 @@ fn deb_installs_a_hardened_watched_service_that_converges_and_survives_removal()
     repo.write(
         "compose.yaml",
         &format!(
-            "name: {project}\nservices:\n  web:\n    image: {image}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n    \
-             restart: always\n    env_file: secrets/web.env\n    healthcheck:\n      test: [\"CMD\", \"nc\", \"-z\", \"127.0.0.1\", \"8080\"]\n      \
+            "name: {project}\nservices:\n  web:\n    image: {image}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n    \
+             restart: always\n    env_file: secrets/web.env\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8080/\"]\n      \
              interval: 2s\n  worker:\n    image: {image}\n    command: sleep 100000\n    restart: unless-stopped\n"
         ),
     );

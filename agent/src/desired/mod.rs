@@ -114,6 +114,14 @@ pub enum Error {
     /// A unit file, drop-in or `units/tend.toml` is wrong.
     #[error(transparent)]
     Units(#[from] crate::systemd::Error),
+    /// A host file or `files.toml` is wrong.
+    #[error("{file}: {message}")]
+    HostFile {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A unit reads a secret no layer provides, or the secret cannot be decrypted.
     #[error("{file}: {message}")]
     UnitSecret {
@@ -167,6 +175,8 @@ pub struct Desired {
     pub secret_env: BTreeMap<String, BTreeMap<String, SecretBytes>>,
     /// systemd units from the layers' `units/` directories.
     pub units: crate::systemd::DesiredUnits,
+    /// Host files from the layers' `files/` directories, by absolute host path.
+    pub host_files: BTreeMap<String, crate::hostfiles::HostFile>,
     /// Services in start order (dependencies first).
     pub start_order: Vec<String>,
     /// Non-fatal notes for the operator.
@@ -203,7 +213,28 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts, secrets: Secre
     let mut project = None;
     let mut found = false;
     let mut unit_files: Vec<(String, BTreeMap<String, Vec<u8>>)> = Vec::new();
+    let mut host_files = BTreeMap::new();
     for layer in layers {
+        // Host files: `files/PATH` is `/PATH` on the host; `files.toml` sets mode and owner.
+        let files_dir = join(layer, "files");
+        if tree.entry(&files_dir)?.is_some_and(|e| e.kind == EntryKind::Dir) {
+            let manifest_path = join(layer, "files.toml");
+            let manifest = match read_text(tree, &manifest_path)? {
+                Some(t) => crate::hostfiles::parse_manifest(&manifest_path, &t).map_err(|message| Error::HostFile {
+                    file: manifest_path.clone(),
+                    message,
+                })?,
+                None => BTreeMap::new(),
+            };
+            for f in tree.files_under(&files_dir)? {
+                let host = format!("/{}", f.path);
+                let source = format!("{files_dir}/{}", f.path);
+                let hf = crate::hostfiles::declare(source.clone(), f.data, f.executable, manifest.get(&host))
+                    .map_err(|message| Error::HostFile { file: source, message })?;
+                host_files.insert(host, hf);
+            }
+            found = true;
+        }
         let units_dir = join(layer, "units");
         if tree.entry(&units_dir)?.is_some_and(|e| e.kind == EntryKind::Dir) {
             let files = tree
@@ -430,6 +461,7 @@ pub fn load(tree: &dyn Tree, layers: &[String], host: &HostFacts, secrets: Secre
         secret_files,
         secret_env,
         units,
+        host_files,
         start_order,
         warnings,
     })
