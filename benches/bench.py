@@ -3,6 +3,7 @@
 
     python3 benches/bench.py            # full: 10/100/300 services, 5 runs each
     python3 benches/bench.py --quick    # CI: 3 services, 1 run (checks the harness itself)
+    BENCH_SIZES=10,100 python3 benches/bench.py   # other sizes
 
 Writes benches/results/bench.md (a table) and benches/results/bench.json (--quick: under
 target/bench-quick/). Each row alternates
@@ -147,7 +148,7 @@ def decrypt_bench(tend, values, runs, work):
 
 def main():
     quick = "--quick" in sys.argv
-    sizes = [3] if quick else [10, 100, 300]
+    sizes = [3] if quick else [int(n) for n in os.environ.get("BENCH_SIZES", "10,100,300").split(",")]
     runs = 1 if quick else 5
     tend = build(quick)
     results = {"quick": quick, "noop_reconcile": [], "host": os.uname().nodename}

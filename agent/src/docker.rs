@@ -32,13 +32,16 @@ pub const LABEL_REVISION: &str = "io.tend.revision";
 /// Label naming the agent instance that owns a resource (see [`agent_id`]).
 pub const LABEL_AGENT: &str = "io.tend.agent";
 
-/// The identity of one agent: derived from its state directory, so it survives restarts and a
-/// wiped `state.json`, while two agents with different state dirs never touch each other's
-/// resources.
-pub fn agent_id(state_dir: &Path) -> String {
+/// The identity of one agent: derived from its host name and state directory, so it survives
+/// restarts and a wiped `state.json`, while two agents (two configs on one host, or two hosts
+/// sharing one engine) never touch each other's resources.
+pub fn agent_id(host: &str, state_dir: &Path) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(state_dir.as_os_str().as_encoded_bytes());
-    hex::encode(&digest[..6])
+    let mut h = sha2::Sha256::new();
+    h.update(host.as_bytes());
+    h.update([0]);
+    h.update(state_dir.as_os_str().as_encoded_bytes());
+    hex::encode(&h.finalize()[..6])
 }
 
 /// Errors talking to the engine.

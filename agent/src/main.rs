@@ -58,7 +58,7 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(async move {
-                let agent_id = docker::agent_id(&cfg.paths.state);
+                let agent_id = docker::agent_id(&cfg.host.name, &cfg.paths.state);
                 let socket = cfg.socket();
                 let roots = docker::Roots {
                     files: cfg.files_dir(),
@@ -325,7 +325,7 @@ fn import(config: &std::path::Path, file: &std::path::Path, wait: u64) -> anyhow
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(async move {
-                let agent_id = docker::agent_id(&cfg.paths.state);
+                let agent_id = docker::agent_id(&cfg.host.name, &cfg.paths.state);
                 let roots = docker::Roots {
                     files: cfg.files_dir(),
                     data: cfg.data_dir(),
