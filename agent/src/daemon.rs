@@ -684,6 +684,11 @@ impl<E: Engine> Agent<E> {
         match result {
             Ok(done) => {
                 report.changes = done;
+                // Applied: nothing of this revision's plan is left to do.
+                if let Some(d) = self.state.diff.as_mut().filter(|d| d.commit == rev) {
+                    d.steps.clear();
+                    d.at = state::now();
+                }
                 let keep = desired.files.keys().cloned().collect();
                 if let Err(e) = files::gc(&self.cfg.files_dir(), &keep) {
                     log::warn!("cleaning materialized files: {e}");
@@ -695,6 +700,10 @@ impl<E: Engine> Agent<E> {
                         return;
                     }
                     self.set_phase(rev, state::Phase::Healthy, None);
+                    // What the host looks like now that it is healthy.
+                    if let Ok(o) = self.engine.observe().await {
+                        self.record_containers(desired, &o.containers);
+                    }
                     self.state.pending = None;
                     // An older bad revision is superseded.
                     self.state.bad = None;
