@@ -4,6 +4,7 @@
     python3 benches/bench.py            # full: 10/100/300 services, 5 runs each
     python3 benches/bench.py --quick    # CI: 3 services, 1 run (checks the harness itself)
     BENCH_SIZES=10,100 python3 benches/bench.py   # other sizes
+    BENCH_TEND=path/to/tend python3 benches/bench.py  # an already built binary
 
 Writes benches/results/bench.md (a table) and benches/results/bench.json (--quick: under
 target/bench-quick/). Each row alternates
@@ -56,6 +57,8 @@ def alternate(a, b, runs):
 
 
 def build(quick):
+    if os.environ.get("BENCH_TEND"):
+        return os.environ["BENCH_TEND"]
     profile = [] if quick else ["--release"]
     sh(["cargo", "build", "-q", "--bin", "tend"] + profile, cwd=ROOT)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
