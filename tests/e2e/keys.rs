@@ -54,7 +54,7 @@ services:
       - ./conf/app.conf:/etc/app.conf:ro
       - {{type: tmpfs, target: /cache, tmpfs: {{size: 1m}}}}
     networks:
-      front: {{aliases: [www], ipv4_address: 172.31.{net}.10}}
+      front: {{aliases: [www], ipv4_address: 198.18.{net}.10}}
     healthcheck:
       test: ["CMD", "true"]
       interval: 5s
@@ -62,7 +62,7 @@ volumes:
   data: {{}}
 networks:
   front:
-    ipam: {{config: [{{subnet: 172.31.{net}.0/24}}]}}
+    ipam: {{config: [{{subnet: 198.18.{net}.0/24}}]}}
 "#,
             net = 100 + std::process::id() % 100
         ),
