@@ -408,42 +408,52 @@ fn parse_top_secrets(node: &Node, ctx: &Ctx<'_>, layer: &Layer<'_>) -> Result<BT
     Ok(out)
 }
 
+/// A service's `configs:`/`secrets:` entry, short (`NAME`) or long syntax (`source`, `target`,
+/// `uid`, `gid`, `mode`): the name, the target if given, and the owner and mode of the copy if any
+/// is set (`default_mode` for the unset mode).
+fn file_reference(
+    node: &Node,
+    ctx: &Ctx<'_>,
+    key: &str,
+    default_mode: u32,
+) -> Result<(String, Option<String>, Option<FileOwner>), Error> {
+    if !matches!(&node.value, Value::Map(_)) {
+        return Ok((scalar(node, ctx, key)?, None, None));
+    }
+    check_keys(node, ctx, key, &["source", "target", "uid", "gid", "mode"])?;
+    let name = node
+        .get("source")
+        .map(|s| scalar(s, ctx, key))
+        .transpose()?
+        .ok_or_else(|| ctx.err(node, Some(key), "source: missing"))?;
+    let target = node.get("target").map(|t| scalar(t, ctx, key)).transpose()?;
+    let num = |k: &str| -> Result<Option<u32>, Error> {
+        node.get(k)
+            .map(|n| {
+                let s = scalar(n, ctx, key)?;
+                let parsed = if k == "mode" {
+                    u32::from_str_radix(s.trim_start_matches("0o"), 8).ok()
+                } else {
+                    s.parse().ok()
+                };
+                parsed.ok_or_else(|| ctx.err(n, Some(key), format!("{k}: {s:?} is not a number")))
+            })
+            .transpose()
+    };
+    let (uid, gid, mode) = (num("uid")?, num("gid")?, num("mode")?);
+    let owner = (uid.is_some() || gid.is_some() || mode.is_some()).then(|| FileOwner {
+        uid: uid.unwrap_or(0),
+        gid: gid.unwrap_or(0),
+        mode: mode.unwrap_or(default_mode),
+    });
+    Ok((name, target, owner))
+}
+
 /// A service's `secrets:` entry: the decrypted file bind-mounted read-only at
 /// `/run/secrets/NAME` (or `target`).
 fn parse_service_secret(node: &Node, ctx: &Ctx<'_>, known: &Known<'_>) -> Result<Mount, Error> {
     let key = "secrets";
-    let (name, target, owner) = match &node.value {
-        Value::Map(_) => {
-            check_keys(node, ctx, key, &["source", "target", "uid", "gid", "mode"])?;
-            let name = node
-                .get("source")
-                .map(|s| scalar(s, ctx, key))
-                .transpose()?
-                .ok_or_else(|| ctx.err(node, Some(key), "source: missing"))?;
-            let target = node.get("target").map(|t| scalar(t, ctx, key)).transpose()?;
-            let num = |k: &str| -> Result<Option<u32>, Error> {
-                node.get(k)
-                    .map(|n| {
-                        let s = scalar(n, ctx, key)?;
-                        let parsed = if k == "mode" {
-                            u32::from_str_radix(s.trim_start_matches("0o"), 8).ok()
-                        } else {
-                            s.parse().ok()
-                        };
-                        parsed.ok_or_else(|| ctx.err(n, Some(key), format!("{k}: {s:?} is not a number")))
-                    })
-                    .transpose()
-            };
-            let (uid, gid, mode) = (num("uid")?, num("gid")?, num("mode")?);
-            let owner = (uid.is_some() || gid.is_some() || mode.is_some()).then(|| FileOwner {
-                uid: uid.unwrap_or(0),
-                gid: gid.unwrap_or(0),
-                mode: mode.unwrap_or(0o400),
-            });
-            (name, target, owner)
-        }
-        _ => (scalar(node, ctx, key)?, None, None),
-    };
+    let (name, target, owner) = file_reference(node, ctx, key, 0o400)?;
     if !known.secrets.contains(&name) {
         return Err(ctx.err(
             node,
@@ -1904,38 +1914,7 @@ fn parse_service_config(
     files: &mut BTreeMap<String, RepoFile>,
 ) -> Result<Mount, Error> {
     let key = "configs";
-    let (name, target, owner) = match &node.value {
-        Value::Map(_) => {
-            check_keys(node, ctx, key, &["source", "target", "uid", "gid", "mode"])?;
-            let name = node
-                .get("source")
-                .map(|s| scalar(s, ctx, key))
-                .transpose()?
-                .ok_or_else(|| ctx.err(node, Some(key), "source: missing"))?;
-            let target = node.get("target").map(|t| scalar(t, ctx, key)).transpose()?;
-            let num = |k: &str| -> Result<Option<u32>, Error> {
-                node.get(k)
-                    .map(|n| {
-                        let s = scalar(n, ctx, key)?;
-                        let parsed = if k == "mode" {
-                            u32::from_str_radix(s.trim_start_matches("0o"), 8).ok()
-                        } else {
-                            s.parse().ok()
-                        };
-                        parsed.ok_or_else(|| ctx.err(n, Some(key), format!("{k}: {s:?} is not a number")))
-                    })
-                    .transpose()
-            };
-            let (uid, gid, mode) = (num("uid")?, num("gid")?, num("mode")?);
-            let owner = (uid.is_some() || gid.is_some() || mode.is_some()).then(|| FileOwner {
-                uid: uid.unwrap_or(0),
-                gid: gid.unwrap_or(0),
-                mode: mode.unwrap_or(0o444),
-            });
-            (name, target, owner)
-        }
-        _ => (scalar(node, ctx, key)?, None, None),
-    };
+    let (name, target, owner) = file_reference(node, ctx, key, 0o444)?;
     let config = known.configs.get(&name).ok_or_else(|| {
         ctx.err(
             node,
