@@ -66,7 +66,8 @@ fi
 # A systemd "host" (debootstrap, about a minute the first time, cached), and for the package
 # test the same with ca-certificates (a dependency of the .deb) so the test installs offline.
 SYSTEMD_IMAGE=${TEND_SYSTEMD_IMAGE:-tend-test/systemd:bookworm}
-TEND_SYSTEMD_IMAGE=$SYSTEMD_IMAGE bash "$(dirname "$0")/systemd-image.sh"
+TEND_SYSTEMD_IMAGE=$SYSTEMD_IMAGE flock /tmp/tend-test-systemd-image.lock \
+  bash "$(dirname "$0")/fixtures/build-systemd-image.sh"
 PKG_IMAGE=tend-test/systemd-pkg:bookworm
 if ! docker image inspect "$PKG_IMAGE" >/dev/null 2>&1; then
   log "building $PKG_IMAGE"
@@ -79,8 +80,6 @@ if ! docker image inspect "$PKG_IMAGE" >/dev/null 2>&1; then
   trap - EXIT
 fi
 
-# --- a systemd "host" image (debootstrap, cached) for the units tests -----------------------
-flock /tmp/tend-test-systemd-image.lock bash "$(dirname "$0")/fixtures/build-systemd-image.sh"
 
 # --- git over smart HTTP --------------------------------------------------------------------
 backend="$(git --exec-path)/git-http-backend"

@@ -1,5 +1,5 @@
 //! The Debian package on a real host: `packaging/build-deb.sh` packages the tend under test; a
-//! container whose PID 1 is systemd (`tests/systemd-image.sh`) and which drives this machine's
+//! container whose PID 1 is systemd (`tests/fixtures/build-systemd-image.sh`) and which drives this machine's
 //! Docker engine is the host. Installed with apt, configured like an operator would (a signed
 //! repository on the loopback Git server, the demo age key), started with
 //! `systemctl enable --now tend` under the shipped, hardened unit: the declared containers come
