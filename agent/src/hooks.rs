@@ -103,6 +103,7 @@ impl Worker {
             log::info!("hooks: {} undelivered event(s) from before the restart", queue.len());
         }
         let client = cfg.url.as_ref().and_then(|_| {
+            crate::tls::init();
             reqwest::blocking::Client::builder()
                 .timeout(cfg.timeout)
                 .user_agent(concat!("tend/", env!("CARGO_PKG_VERSION")))
@@ -463,6 +464,7 @@ mod tests {
         ];
         // The URL refuses connections: http stays pending, the command is done after one run.
         let c = cfg(Some("http://127.0.0.1:9/".into()), argv);
+        crate::tls::init();
         let client = reqwest::blocking::Client::new();
         let mut p = Pending {
             event: event("applied", "r"),

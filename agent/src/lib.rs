@@ -27,4 +27,5 @@ pub mod source;
 pub mod sources;
 pub mod state;
 pub mod systemd;
+pub mod tls;
 pub mod trust;

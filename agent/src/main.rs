@@ -9,6 +9,7 @@ use tend::{config, daemon, docker, logging, state};
 fn main() -> ExitCode {
     let args = Cli::parse();
     logging::init();
+    tend::tls::init();
     match run(args) {
         Ok(code) => code,
         Err(e) => {

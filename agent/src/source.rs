@@ -167,6 +167,7 @@ pub fn fetch(
         .with_fetch_tags(gix::remote::fetch::Tags::None)
         .with_refspecs(Some(refspec.as_str()), gix::remote::Direction::Fetch)
         .map_err(|e| fetch_err(&e))?;
+    crate::tls::init();
     let mut connection = remote
         .connect(gix::remote::Direction::Fetch)
         .map_err(|e| fetch_err(&e))?;

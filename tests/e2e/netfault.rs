@@ -39,6 +39,22 @@ impl GitServer {
     /// Start lighttpd on `ip:port`, inside namespace `ns` when given. With `users`
     /// (`user:password` lines), `/auth-git/...` requires basic authentication.
     pub fn start(ns: Option<&str>, ip: &str, port: u16, users: Option<&str>) -> GitServer {
+        GitServer::start_with(ns, ip, port, users, None)
+    }
+
+    /// The same over HTTPS: `tls` is the server's certificate chain and key (one PEM file) and
+    /// the CA that signed it (for the readiness probe).
+    pub fn start_tls(ip: &str, port: u16, pem: &Path, ca: &Path) -> GitServer {
+        GitServer::start_with(None, ip, port, None, Some((pem, ca)))
+    }
+
+    fn start_with(
+        ns: Option<&str>,
+        ip: &str,
+        port: u16,
+        users: Option<&str>,
+        tls: Option<(&Path, &Path)>,
+    ) -> GitServer {
         let tb = testbed();
         let dir = tempfile::tempdir().expect("tempdir");
         let backend = [
@@ -59,6 +75,12 @@ impl GitServer {
             srv = tb.srv.display(),
             d = dir.path().display(),
         );
+        if let Some((pem, _)) = tls {
+            conf.push_str(&format!(
+                "server.modules += ( \"mod_openssl\" )\nssl.engine = \"enable\"\nssl.pemfile = \"{}\"\n",
+                pem.display()
+            ));
+        }
         if let Some(users) = users {
             let file = dir.path().join("users");
             std::fs::write(&file, users).expect("users");
@@ -92,7 +114,9 @@ impl GitServer {
             addr: format!("{ip}:{port}"),
         };
         // Wait until it answers (from inside the namespace).
-        let probe = format!("http://{ip}:{port}/git/probe.git/info/refs?service=git-upload-pack");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let probe =
+            format!("{scheme}://{ip}:{port}/git/probe.git/info/refs?service=git-upload-pack");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let mut c = match ns {
@@ -103,6 +127,9 @@ impl GitServer {
                 }
                 None => Command::new("curl"),
             };
+            if let Some((_, ca)) = tls {
+                c.arg("--cacert").arg(ca);
+            }
             if c.args(["-sf", "-o", "/dev/null", &probe])
                 .status()
                 .is_ok_and(|s| s.success())

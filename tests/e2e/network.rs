@@ -451,6 +451,122 @@ fn https_credentials_come_from_a_file_and_never_show() {
     );
 }
 
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the real openssl:
+/// `(server.pem with chain and key, ca.pem)`.
+fn test_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ossl = |args: &[&str]| {
+        run_ok(Command::new("openssl").current_dir(dir).args(args));
+    };
+    ossl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tend test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    ossl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth\n",
+    )
+    .expect("ext");
+    ossl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ]);
+    let pem = [
+        std::fs::read_to_string(dir.join("server.crt")).expect("crt"),
+        std::fs::read_to_string(dir.join("server.key")).expect("key"),
+    ]
+    .concat();
+    std::fs::write(dir.join("server.pem"), pem).expect("pem");
+    (dir.join("server.pem"), dir.join("ca.pem"))
+}
+
+#[test]
+fn https_sources_are_verified_against_the_hosts_trust_store() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (pem, ca) = test_ca(certs.path());
+    let port = free_port();
+    let _server = GitServer::start_tls("127.0.0.1", port, &pem, &ca);
+    let repo = GitRepo::new("https");
+    repo.write("compose.yaml", &quick_services("1"));
+    let head = repo.commit("c1");
+    let agent = Agent::new(
+        &format!("https://127.0.0.1:{port}/git/{}.git", repo.name),
+        "",
+    );
+
+    // A certificate from a CA the host does not trust: refused, one line saying why.
+    let out = run(agent
+        .tend()
+        .args(["run", "--once"])
+        .env("SSL_CERT_FILE", "/nonexistent.pem"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "an untrusted certificate was accepted"
+    );
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("tend: fetch:") && l.contains("certificate")),
+        "{stderr}"
+    );
+    assert!(applied(&agent).is_none());
+
+    // The CA in the host's trust store (SSL_CERT_FILE, as update-ca-certificates would): fetched
+    // over TLS and applied.
+    let out = run(agent
+        .tend()
+        .args(["run", "--once"])
+        .env("SSL_CERT_FILE", &ca));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(applied(&agent).as_deref(), Some(head.as_str()));
+    assert!(all_at(&agent, &head, 2));
+}
+
 /// An SSH signing key and the allowed-signers file that trusts it.
 fn signing_key(dir: &Path) -> (std::path::PathBuf, String) {
     let key = dir.join("signer");
