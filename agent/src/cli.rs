@@ -281,6 +281,36 @@ pub fn render_history(state: &State, now: i64, out: &mut dyn Write) -> std::io::
     Ok(())
 }
 
+/// ", 412 ms (fetch 12 ms, load 3.1 ms, ...)": where the last cycle's time went, when known.
+fn cycle_took(state: &State) -> String {
+    let Some(total) = state.last_cycle_us else {
+        return String::new();
+    };
+    let steps: Vec<String> = state
+        .steps
+        .iter()
+        .filter_map(|s| s.duration_us.map(|us| format!("{} {}", s.step, micros(us))))
+        .collect();
+    if steps.is_empty() {
+        format!(", {}", micros(total))
+    } else {
+        format!(", {} ({})", micros(total), steps.join(", "))
+    }
+}
+
+/// Microseconds as "76 µs", "3.1 ms", "412 ms", "2.5 s".
+pub fn micros(us: u64) -> String {
+    if us < 1_000 {
+        format!("{us} µs")
+    } else if us < 10_000 {
+        format!("{:.1} ms", us as f64 / 1e3)
+    } else if us < 1_000_000 {
+        format!("{} ms", us / 1_000)
+    } else {
+        format!("{:.1} s", us as f64 / 1e6)
+    }
+}
+
 /// A duration in seconds as "5s", "3m", "2h", "4d".
 pub fn ago(secs: i64) -> String {
     let s = secs.max(0);
@@ -501,7 +531,7 @@ pub fn render_status(state: &State, now: i64, daemon_note: Option<&str>, out: &m
         Some(e) => writeln!(out, "last error {} ago in {}: {}", ago(now - e.at), e.step, e.message)?,
         None => {
             if let Some(c) = state.last_cycle {
-                writeln!(out, "last cycle {} ago: ok", ago(now - c))?;
+                writeln!(out, "last cycle {} ago: ok{}", ago(now - c), cycle_took(state))?;
             }
         }
     }
@@ -658,6 +688,19 @@ last error 10s ago in load: commit 9f8e7d6 refused
         st.last_error = None;
         st.mode = Some(crate::config::Mode::Manual);
         st.suspended = true;
+        st.last_cycle_us = Some(1_412_000);
+        let step = |name: &str, us| crate::state::StepCondition {
+            step: name.into(),
+            ok: true,
+            message: None,
+            duration_us: Some(us),
+        };
+        st.steps = vec![
+            step("fetch", 12_345),
+            step("verify", 76),
+            step("apply", 1_234_000),
+            step("health", 3_100),
+        ];
         st.pending = Some(Pending {
             commit: CommitInfo {
                 id: "5e5e5e5e5e".into(),
@@ -730,7 +773,7 @@ units:
   backup.service  failed  failed   static
   ! start backup.service failed (failed): unit is failed (failed)
       | backup: disk full
-last cycle 10s ago: ok
+last cycle 10s ago: ok, 1.4 s (fetch 12 ms, verify 76 µs, apply 1.2 s, health 3.1 ms)
 ";
         assert_eq!(text, want);
     }
@@ -871,6 +914,14 @@ bundles:
 last cycle 10s ago: ok
 ";
         assert_eq!(text, want);
+    }
+
+    #[test]
+    fn micros_units() {
+        assert_eq!(micros(76), "76 µs");
+        assert_eq!(micros(3_140), "3.1 ms");
+        assert_eq!(micros(412_900), "412 ms");
+        assert_eq!(micros(2_500_000), "2.5 s");
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct Report {
     pub changes: usize,
     /// Steps that ran, in order.
     pub steps: Vec<&'static str>,
+    /// How long each step took this cycle (summed when a step runs more than once).
+    pub took: Vec<(&'static str, Duration)>,
     /// The diff of this cycle's newest revision is recorded.
     diff_recorded: bool,
 }
@@ -67,10 +69,12 @@ fn conditions(report: &Report) -> Vec<state::StepCondition> {
         .filter(|s| report.steps.contains(s) || report.problems.iter().any(|(p, _)| p == *s))
         .map(|s| {
             let failure = report.problems.iter().find(|(p, _)| p == s).map(|(_, m)| m.clone());
+            let took = report.took.iter().find(|(t, _)| t == s).map(|(_, d)| *d);
             state::StepCondition {
                 step: (*s).to_owned(),
                 ok: failure.is_none(),
                 message: failure,
+                duration_us: took.map(|d| d.as_micros() as u64),
             }
         })
         .collect()
@@ -81,6 +85,15 @@ impl Report {
     pub fn ran(&mut self, step: &'static str) {
         if !self.steps.contains(&step) {
             self.steps.push(step);
+        }
+    }
+
+    /// `step` took `d` (added to its time so far this cycle, and to the step's histogram).
+    pub fn took(&mut self, step: &'static str, d: Duration) {
+        crate::metrics::global().step(step, d);
+        match self.took.iter_mut().find(|(s, _)| *s == step) {
+            Some((_, total)) => *total += d,
+            None => self.took.push((step, d)),
         }
     }
 
@@ -384,9 +397,9 @@ impl<E: Engine> Agent<E> {
                     _ => verify_commit(cfg, trust, repo, t, applied.as_deref()).map(|_| ()),
                 }
             };
-            let timer = crate::metrics::timer("fetch");
+            let t = Instant::now();
             let polled = tokio::task::block_in_place(|| net.poll(repo, state, applied.as_deref(), &check));
-            drop(timer);
+            report.took("fetch", t.elapsed());
             report.problems.extend(polled.problems);
             tip = polled.tip;
         }
@@ -442,9 +455,9 @@ impl<E: Engine> Agent<E> {
                 // Verify before anything of the commit is read.
                 report.ran("verify");
                 report.ran("load");
-                let timer = crate::metrics::timer("verify");
+                let t = Instant::now();
                 let verified = tokio::task::block_in_place(|| self.verify(&tip, applied.as_deref()));
-                drop(timer);
+                report.took("verify", t.elapsed());
                 match verified {
                     Err(reason) => self.refuse(&tip, "verify", reason, started, &mut report),
                     Ok(signer) => {
@@ -452,9 +465,9 @@ impl<E: Engine> Agent<E> {
                             log::info!(revision = short(&tip), step = "verify"; "commit {} verified: signed by {s}", short(&tip));
                         }
                         self.set_phase(&tip, state::Phase::Verified, None);
-                        let timer = crate::metrics::timer("load");
+                        let t = Instant::now();
                         let loaded = tokio::task::block_in_place(|| self.load(&tip));
-                        drop(timer);
+                        report.took("load", t.elapsed());
                         match loaded {
                             Ok(d) => {
                                 self.pending_signer = signer;
@@ -517,6 +530,7 @@ impl<E: Engine> Agent<E> {
             message: message.clone(),
         });
         self.state.last_cycle = Some(state::now());
+        self.state.last_cycle_us = Some(started.elapsed().as_micros() as u64);
         self.net.finish(&mut self.state);
         self.save(&mut report);
         // Outcomes recorded by this cycle go to metrics and hooks.
@@ -539,9 +553,9 @@ impl<E: Engine> Agent<E> {
         apply: bool,
     ) {
         report.ran("observe");
-        let timer = crate::metrics::timer("observe");
+        let t = Instant::now();
         let observed = self.engine.observe().await;
-        drop(timer);
+        report.took("observe", t.elapsed());
         let observed = match observed {
             Ok(o) => o,
             Err(e) => {
@@ -550,7 +564,9 @@ impl<E: Engine> Agent<E> {
             }
         };
         report.ran("plan");
+        let t = Instant::now();
         let mut plan = plan::plan(desired, &observed, &self.state.specs);
+        report.took("plan", t.elapsed());
         let is_new = applied != Some(rev);
         if !report.diff_recorded {
             self.state.diff = Some(state::Diff {
@@ -601,7 +617,10 @@ impl<E: Engine> Agent<E> {
             }
         }
         let roots = self.roots();
-        let changed_secrets = match crate::secretfs::deliver(desired, &roots) {
+        let t = Instant::now();
+        let delivered = crate::secretfs::deliver(desired, &roots);
+        report.took("decrypt", t.elapsed());
+        let changed_secrets = match delivered {
             Ok(changed) => {
                 if !changed.is_empty() {
                     log::info!(
@@ -617,7 +636,8 @@ impl<E: Engine> Agent<E> {
                 return;
             }
         };
-        // Host files, then units, then containers.
+        // Host files, then units, then containers: together, the apply step's time.
+        let apply_started = Instant::now();
         if !desired.host_files.is_empty() || !self.state.files_owned.is_empty() {
             let mut owned = self.state.files_owned.clone();
             let synced = crate::hostfiles::sync(&self.cfg.files.root, &desired.host_files, &mut owned);
@@ -632,6 +652,7 @@ impl<E: Engine> Agent<E> {
                     }
                 }
                 Err(e) => {
+                    report.took("apply", apply_started.elapsed());
                     report.problems.push(("apply".into(), e.to_string()));
                     return;
                 }
@@ -643,14 +664,14 @@ impl<E: Engine> Agent<E> {
             .reconcile_units(desired, &changed_secrets, rev, is_new, started, report)
             .await
         {
+            report.took("apply", apply_started.elapsed());
             return;
         }
         let opts = apply::Options {
             dependency_timeout: self.cfg.apply.timeout,
         };
-        let timer = crate::metrics::timer("apply");
         let result = apply::apply(&self.engine, desired, &plan, rev, &opts).await;
-        drop(timer);
+        report.took("apply", apply_started.elapsed());
         let after = if plan.is_empty() {
             Ok(observed)
         } else {
@@ -695,7 +716,10 @@ impl<E: Engine> Agent<E> {
                 }
                 if is_new {
                     report.ran("health");
-                    if let Err(why) = self.health_gate(desired).await {
+                    let t = Instant::now();
+                    let gate = self.health_gate(desired).await;
+                    report.took("health", t.elapsed());
+                    if let Err(why) = gate {
                         self.roll_back(rev, &why, applied, started, report).await;
                         return;
                     }

@@ -162,8 +162,12 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
             }
             for s in v["steps"].as_array().into_iter().flatten() {
                 let mark = if s["ok"] == true { "ok" } else { "FAILED" };
+                let took = s["duration_us"]
+                    .as_u64()
+                    .map(|us| format!(" ({})", cli::micros(us)))
+                    .unwrap_or_default();
                 println!(
-                    "{:<8} {mark}{}",
+                    "{:<8} {mark}{took}{}",
                     s["step"].as_str().unwrap_or_default(),
                     s["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default()
                 );

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Upper bounds of the duration histograms, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -475,26 +475,6 @@ pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)
-}
-
-/// Measures a step of a cycle until dropped: `let _t = metrics::timer("fetch");`.
-pub struct Timer {
-    step: &'static str,
-    started: Instant,
-}
-
-/// Start timing `step`; the duration is recorded when the returned value is dropped.
-pub fn timer(step: &'static str) -> Timer {
-    Timer {
-        step,
-        started: Instant::now(),
-    }
-}
-
-impl Drop for Timer {
-    fn drop(&mut self) {
-        global().step(self.step, self.started.elapsed());
-    }
 }
 
 /// Bind the `[metrics] listen` address (at start, so a bad address stops `tend run` at once).

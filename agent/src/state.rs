@@ -220,6 +220,9 @@ pub struct State {
     pub last_error: Option<LastError>,
     /// When the last cycle ended.
     pub last_cycle: Option<i64>,
+    /// How long the last cycle took, in microseconds (each step's share is in `steps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_cycle_us: Option<u64>,
     /// Specs of applied services by hash (to explain later changes).
     #[serde(default)]
     pub specs: BTreeMap<String, ServiceSpec>,
@@ -336,6 +339,9 @@ pub struct StepCondition {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// How long it took, in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_us: Option<u64>,
 }
 
 /// An owned systemd unit as last observed.

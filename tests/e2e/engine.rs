@@ -234,6 +234,25 @@ fn the_api_serves_status_and_checks_peer_credentials() {
     );
     let st: serde_json::Value = serde_json::from_str(&curl).expect("json");
     assert_eq!(st["applied"]["id"], head.as_str());
+    // Where the cycle's time went: each step that ran has its duration, within the cycle's.
+    assert!(
+        out.lines().any(|l| l.starts_with("fetch    ok (")),
+        "no duration for fetch: {out}"
+    );
+    let steps = st["steps"].as_array().expect("steps");
+    let spent: u64 = steps
+        .iter()
+        .map(|s| {
+            s["duration_us"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no duration_us: {s}"))
+        })
+        .sum();
+    let cycle = st["last_cycle_us"].as_u64().expect("last_cycle_us");
+    assert!(
+        spent > 0 && spent <= cycle,
+        "steps {spent} µs, cycle {cycle} µs: {st}"
+    );
     let metrics = run_ok(
         Command::new("curl")
             .args(["-s", "--unix-socket"])
