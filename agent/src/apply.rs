@@ -182,7 +182,7 @@ async fn wait_for_dependencies<E: Engine>(
         let deadline = Instant::now() + opts.dependency_timeout;
         loop {
             // `Running` means healthy (or no healthcheck); `Starting` means not decided yet.
-            let state = engine.inspect_state(&name).await?;
+            let state = engine.inspect_state(&name).await?.state;
             let (met, failed) = match (dep.condition, &state) {
                 (Condition::ServiceHealthy, ContainerState::Running) => (true, false),
                 (

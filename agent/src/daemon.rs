@@ -638,12 +638,15 @@ impl<E: Engine> Agent<E> {
         };
         // Host files, then units, then containers: together, the apply step's time.
         let apply_started = Instant::now();
+        // Changes to the host besides containers: they make the health gate wait to settle.
+        let mut host_changes = 0;
         if !desired.host_files.is_empty() || !self.state.files_owned.is_empty() {
             let mut owned = self.state.files_owned.clone();
             let synced = crate::hostfiles::sync(&self.cfg.files.root, &desired.host_files, &mut owned);
             self.state.files_owned = owned;
             match synced {
                 Ok(o) => {
+                    host_changes += o.written.len() + o.removed.len();
                     for p in &o.written {
                         log::info!(step = "apply", resource = p.as_str(); "host file {p} written");
                     }
@@ -660,12 +663,15 @@ impl<E: Engine> Agent<E> {
         }
         // Units before containers (containers may need what units provide); a revision whose
         // units cannot be planned is not applied at all.
-        if !self
+        match self
             .reconcile_units(desired, &changed_secrets, rev, is_new, started, report)
             .await
         {
-            report.took("apply", apply_started.elapsed());
-            return;
+            Some(n) => host_changes += n,
+            None => {
+                report.took("apply", apply_started.elapsed());
+                return;
+            }
         }
         let opts = apply::Options {
             dependency_timeout: self.cfg.apply.timeout,
@@ -717,7 +723,7 @@ impl<E: Engine> Agent<E> {
                 if is_new {
                     report.ran("health");
                     let t = Instant::now();
-                    let gate = self.health_gate(desired).await;
+                    let gate = self.health_gate(desired, done + host_changes > 0).await;
                     report.took("health", t.elapsed());
                     if let Err(why) = gate {
                         self.roll_back(rev, &why, applied, started, report).await;
@@ -854,7 +860,8 @@ impl<E: Engine> Agent<E> {
         Ok(self.units_mgr.as_ref().expect("connected just above"))
     }
 
-    /// Reconcile systemd units. Returns false when the rest of the revision must not be applied.
+    /// Reconcile systemd units. Returns how many unit changes were made, or `None` when the rest
+    /// of the revision must not be applied.
     async fn reconcile_units(
         &mut self,
         desired: &Desired,
@@ -863,11 +870,11 @@ impl<E: Engine> Agent<E> {
         is_new: bool,
         started: Instant,
         report: &mut Report,
-    ) -> bool {
+    ) -> Option<usize> {
         use crate::systemd;
         if desired.units.units.is_empty() && self.state.units_owned.is_empty() {
             self.state.units.clear();
-            return true;
+            return Some(0);
         }
         let files = systemd::UnitFiles::new(&self.cfg.systemd.unit_dir);
         let mut owned = self.state.units_owned.clone();
@@ -877,14 +884,14 @@ impl<E: Engine> Agent<E> {
             Ok(m) => m,
             Err(e) => {
                 report.problems.push(("units".into(), e.to_string()));
-                return false;
+                return None;
             }
         };
         let observed = match systemd::observe(mgr, &files, &names).await {
             Ok(o) => o,
             Err(e) => {
                 report.problems.push(("units".into(), e.to_string()));
-                return false;
+                return None;
             }
         };
         let actions = match systemd::plan(
@@ -903,7 +910,7 @@ impl<E: Engine> Agent<E> {
                 } else {
                     report.problems.push(("units".into(), msg));
                 }
-                return false;
+                return None;
             }
         };
         let now = Instant::now();
@@ -958,6 +965,10 @@ impl<E: Engine> Agent<E> {
             failed.insert(f.unit.clone(), (f.to_string(), f.journal.clone()));
         }
         let ok = result.aborted.is_none();
+        let changes = actions
+            .iter()
+            .filter(|a| !matches!(a, systemd::UnitAction::Report { .. }))
+            .count();
         if let Some(e) = &result.aborted {
             report.problems.push(("units".into(), e.to_string()));
         }
@@ -994,7 +1005,7 @@ impl<E: Engine> Agent<E> {
                 })
                 .collect();
         }
-        ok
+        ok.then_some(changes)
     }
 
     fn set_phase(&mut self, commit: &str, phase: state::Phase, message: Option<String>) {
@@ -1015,10 +1026,11 @@ impl<E: Engine> Agent<E> {
 
     /// After a new revision is applied: containers with a healthcheck must become healthy,
     /// the others must run without restarting for the settle time, and no owned unit may have
-    /// failed — all within `health_timeout`.
-    async fn health_gate(&mut self, desired: &Desired) -> Result<(), String> {
+    /// failed — all within `health_timeout`. A revision that changed nothing on the host (a
+    /// commit touching only other hosts' layers, say) has nothing to settle: one check decides.
+    async fn health_gate(&mut self, desired: &Desired, changed: bool) -> Result<(), String> {
         let timeout = self.cfg.apply.health_timeout;
-        let settle = self.cfg.apply.settle;
+        let settle = if changed { self.cfg.apply.settle } else { Duration::ZERO };
         let deadline = Instant::now() + timeout;
         let mut baseline: BTreeMap<String, i64> = BTreeMap::new();
         let mut stable_since: Option<Instant> = None;
@@ -1029,8 +1041,8 @@ impl<E: Engine> Agent<E> {
             let mut waiting_for = None;
             for spec in desired.services.values() {
                 let name = container_name(&desired.project, spec);
-                let st = self.engine.inspect_state(&name).await.map_err(|e| e.to_string())?;
-                let restarts = self.engine.restarts(&name).await.map_err(|e| e.to_string())?;
+                let crate::docker::Inspected { state: st, restarts } =
+                    self.engine.inspect_state(&name).await.map_err(|e| e.to_string())?;
                 let base = *baseline.entry(spec.name.clone()).or_insert(restarts);
                 match st {
                     plan::ContainerState::Running if restarts > base => {

@@ -117,10 +117,18 @@ pub trait Engine {
     async fn remove(&self, id: &str) -> Result<(), Error>;
     /// Rename a container.
     async fn rename(&self, id: &str, name: &str) -> Result<(), Error>;
-    /// Health and running state of a container, for `depends_on` conditions.
-    async fn inspect_state(&self, id: &str) -> Result<ContainerState, Error>;
-    /// How often the engine restarted a container (its restart policy at work).
-    async fn restarts(&self, id: &str) -> Result<i64, Error>;
+    /// Health and running state of a container, and how often the engine restarted it (its
+    /// restart policy at work): for `depends_on` conditions and the health gate. One inspect.
+    async fn inspect_state(&self, id: &str) -> Result<Inspected, Error>;
+}
+
+/// What one inspect of a container says about its health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspected {
+    /// Running, healthy, exited...
+    pub state: ContainerState,
+    /// Restarts by the engine since the container was created.
+    pub restarts: i64,
 }
 
 /// Where materialized repository files and data directories live on the host.
@@ -581,28 +589,20 @@ impl Engine for DockerEngine {
             .map_err(|e| api(format!("rename container {} to {name}", short(id)), e))
     }
 
-    async fn restarts(&self, id: &str) -> Result<i64, Error> {
+    async fn inspect_state(&self, id: &str) -> Result<Inspected, Error> {
         let c = self
             .docker
             .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
             .await
             .map_err(|e| api(format!("inspect container {}", short(id)), e))?;
-        Ok(c.restart_count.unwrap_or(0))
-    }
-
-    async fn inspect_state(&self, id: &str) -> Result<ContainerState, Error> {
-        let c = self
-            .docker
-            .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
-            .await
-            .map_err(|e| api(format!("inspect container {}", short(id)), e))?;
+        let restarts = c.restart_count.unwrap_or(0);
         let st = c.state.unwrap_or_default();
         let health = st
             .health
             .and_then(|h| h.status)
             .map(|s| s.to_string())
             .unwrap_or_default();
-        Ok(if st.running == Some(true) {
+        let state = if st.running == Some(true) {
             if health == "unhealthy" {
                 ContainerState::Unhealthy
             } else if health == "starting" {
@@ -618,7 +618,8 @@ impl Engine for DockerEngine {
             ContainerState::Exited {
                 code: st.exit_code.unwrap_or(0),
             }
-        })
+        };
+        Ok(Inspected { state, restarts })
     }
 }
 

@@ -100,6 +100,39 @@ fn an_unhealthy_revision_is_rolled_back_and_not_retried() {
 }
 
 #[test]
+fn a_revision_that_changes_nothing_here_is_not_held_for_the_settle_window() {
+    let repo = GitRepo::new("settle");
+    repo.write("compose.yaml", &web(HEALTHY, "sleep 100000"));
+    repo.commit("web");
+    let agent = Agent::new(&repo.http_url(), "");
+    set_config(&agent, |c| c.replace("settle = \"1s\"", "settle = \"6s\""));
+    // A change waits for its containers to settle...
+    let t = Instant::now();
+    agent.run_once_ok();
+    let first = t.elapsed();
+    assert!(
+        first >= Duration::from_secs(6),
+        "applied in {first:?}, settle is 6s"
+    );
+
+    // ...a commit that changes nothing on this host (another host's file) is checked once.
+    let ids = agent.containers();
+    repo.write("hosts/other/compose.yaml", "services: {}\n");
+    let rev = repo.commit("another host only");
+    let t = Instant::now();
+    agent.run_once_ok();
+    let second = t.elapsed();
+    let st = agent.status_json();
+    assert_eq!(st["applied"]["id"], rev.as_str());
+    assert_eq!(st["history"][0]["outcome"], "applied");
+    assert_eq!(agent.containers(), ids, "nothing replaced");
+    assert!(
+        second < Duration::from_secs(4),
+        "a no-change revision took {second:?} (held for the 6s settle window?)"
+    );
+}
+
+#[test]
 fn manual_mode_waits_for_approval_and_suspend_stops_applies() {
     let repo = GitRepo::new("manual");
     repo.write("compose.yaml", &web(HEALTHY, "sleep 100000"));
