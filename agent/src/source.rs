@@ -225,15 +225,26 @@ fn http_options(repo: &gix::Repository, url: &str, transport: &Transport) -> Res
         .map(|o| *o)
         .unwrap_or_default();
     let (connect, stall) = (transport.connect_timeout, transport.stall_timeout);
+    let https = url.to_ascii_lowercase().starts_with("https://");
     let mut backend = http::reqwest::Options {
         configure_client: Some(Box::new(move |builder| {
             // Blocking reqwest applies `timeout` to each wait: the response headers, then every
             // read of the body. A server that accepts and never answers, or a link that goes
             // silent, ends the request after `stall`.
-            Ok(builder
+            let builder = builder
                 .connect_timeout(connect)
                 .timeout(stall)
-                .tcp_keepalive(Duration::from_secs(15)))
+                .tcp_keepalive(Duration::from_secs(15));
+            // The trust store is read once per process, not for every poll's new client.
+            let tls = if https {
+                crate::tls::https_config()
+            } else {
+                Some(crate::tls::plain_config())
+            };
+            Ok(match tls {
+                Some(tls) => builder.tls_backend_preconfigured(tls),
+                None => builder,
+            })
         })),
         configure_request: None,
     };

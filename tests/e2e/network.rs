@@ -453,7 +453,7 @@ fn https_credentials_come_from_a_file_and_never_show() {
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, made with the real openssl:
 /// `(server.pem with chain and key, ca.pem)`.
-fn test_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+fn test_ca(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let ossl = |args: &[&str]| {
         run_ok(Command::new("openssl").current_dir(dir).args(args));
     };
@@ -468,7 +468,7 @@ fn test_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
         "-days",
         "2",
         "-subj",
-        "/CN=tend test CA",
+        &format!("/CN={name}"),
         "-keyout",
         "ca.key",
         "-out",
@@ -522,7 +522,7 @@ fn test_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 #[test]
 fn https_sources_are_verified_against_the_hosts_trust_store() {
     let certs = tempfile::tempdir().expect("tempdir");
-    let (pem, ca) = test_ca(certs.path());
+    let (pem, ca) = test_ca(certs.path(), "tend test CA");
     let port = free_port();
     let _server = GitServer::start_tls("127.0.0.1", port, &pem, &ca);
     let repo = GitRepo::new("https");
@@ -533,11 +533,14 @@ fn https_sources_are_verified_against_the_hosts_trust_store() {
         "",
     );
 
-    // A certificate from a CA the host does not trust: refused, one line saying why.
+    // A certificate from a CA the host does not trust (its store holds another CA only):
+    // refused, one line saying why.
+    let other = tempfile::tempdir().expect("tempdir");
+    let (_, other_ca) = test_ca(other.path(), "another CA");
     let out = run(agent
         .tend()
         .args(["run", "--once"])
-        .env("SSL_CERT_FILE", "/nonexistent.pem"));
+        .env("SSL_CERT_FILE", &other_ca));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -547,7 +550,7 @@ fn https_sources_are_verified_against_the_hosts_trust_store() {
         stderr
             .lines()
             .last()
-            .is_some_and(|l| l.starts_with("tend: fetch:") && l.contains("certificate")),
+            .is_some_and(|l| l.starts_with("tend: fetch:") && l.contains("UnknownIssuer")),
         "{stderr}"
     );
     assert!(applied(&agent).is_none());
