@@ -127,6 +127,11 @@ pub struct Agent<E: Engine> {
     hash_key: [u8; 32],
     /// Primary URL, mirrors and bundle inboxes, with their schedules.
     net: crate::sources::Sources,
+    /// When the host was last compared with the desired state (observe + plan).
+    drift_checked: Option<Instant>,
+    /// Polls that find nothing new leave drift to the drift clock (the daemon's loop); one-shot
+    /// cycles always check.
+    cheap_polls: bool,
 }
 
 /// Read the host's secret-hash key, creating it (32 random bytes, 0600) the first time.
@@ -233,6 +238,8 @@ impl<E: Engine> Agent<E> {
             units_mgr: None,
             shared: None,
             net,
+            drift_checked: None,
+            cheap_polls: false,
         })
     }
 
@@ -518,10 +525,21 @@ impl<E: Engine> Agent<E> {
             }
         }
 
-        if let Some((rev, desired)) = target {
+        // A poll that found nothing new is only a poll: the drift clock compares the host with
+        // the applied revision (a poll every 10 s need not observe everything every 10 s).
+        let drift_due = self
+            .drift_checked
+            .is_none_or(|t| t.elapsed() + Duration::from_millis(500) >= self.cfg.apply.drift_interval);
+        let nothing_new = fetch && self.cheap_polls && waiting.is_none() && !drift_due;
+        let only_a_poll = nothing_new && target.as_ref().is_none_or(|(rev, _)| applied.as_deref() == Some(rev));
+        if let Some((rev, desired)) = target.filter(|_| !only_a_poll) {
             let apply = !suspended;
             self.reconcile(&rev, &desired, applied.as_deref(), started, &mut report, apply)
                 .await;
+        }
+        if !only_a_poll {
+            // The drift clock ticked (even with nothing applied yet to compare with).
+            self.drift_checked = Some(Instant::now());
         }
         self.state.steps = conditions(&report);
         self.state.last_error = report.problems.last().map(|(step, message)| LastError {
@@ -1208,6 +1226,7 @@ impl<E: Engine> Agent<E> {
         let poll = self.cfg.source.poll_interval;
         let drift = self.cfg.apply.drift_interval;
         let mut next_poll = Instant::now();
+        self.cheap_polls = true;
         let mut fetch_now = false;
         // systemd: ready now that the state is loaded; a watchdog while the loop lives.
         let live = Arc::new(crate::notify::Liveness::default());
@@ -1228,7 +1247,8 @@ impl<E: Engine> Agent<E> {
             if let Some(p) = report.first_problem() {
                 log::debug!("cycle ended with: {p}");
             }
-            let wake = next_poll.min(Instant::now() + drift);
+            // The next poll, or the next drift check when that comes first.
+            let wake = next_poll.min(self.drift_checked.map_or_else(Instant::now, |t| t + drift));
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 Some(t) = triggers.recv() => {
@@ -1257,6 +1277,8 @@ impl<E: Engine> Agent<E> {
                         }
                     }
                     if !replies.is_empty() {
+                        // `tend sync` runs the whole cycle, drift check included.
+                        self.drift_checked = None;
                         let now = Instant::now();
                         if fetch_now {
                             next_poll = now + jitter(poll);

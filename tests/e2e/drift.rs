@@ -133,3 +133,62 @@ fn a_crash_looping_container_is_backed_off_and_reported() {
     let text = agent.status_text();
     assert!(text.contains("! flaky: crash-looping"), "{text}");
 }
+
+/// The steps of the daemon's last cycle, as its API reports them.
+fn last_steps(agent: &Agent) -> Vec<String> {
+    let out = run(agent.tend().args(["status", "--json"]));
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    st["steps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["step"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn polls_that_find_nothing_new_leave_drift_to_the_drift_clock() {
+    let repo = GitRepo::new("clocks");
+    repo.write("compose.yaml", &two_services("sleep 100000"));
+    let head = repo.commit("c");
+    let agent = Agent::new(&repo.http_url(), "");
+    let _d = start_daemon(&agent, "1s", "4s");
+    wait_for("first apply", Duration::from_secs(40), || {
+        agent.status_json()["applied"]["id"] == head.as_str()
+    });
+    // Over 12 s: polls every second that only fetch, and drift checks (observe, plan) every 4 s.
+    let (mut polls, mut checks) = (0, 0);
+    let mut last = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(12) {
+        let steps = last_steps(&agent);
+        if steps != last {
+            if steps == ["fetch"] {
+                polls += 1;
+            } else if steps.iter().any(|s| s == "observe") {
+                checks += 1;
+            }
+            last = steps;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert!(
+        polls >= 2,
+        "no cheap poll seen ({polls} polls, {checks} drift checks)"
+    );
+    assert!(
+        checks >= 2,
+        "the drift clock stopped ({polls} polls, {checks} drift checks)"
+    );
+
+    // A new commit is still applied at the next poll, whatever the drift clock says.
+    repo.write("compose.yaml", &two_services("sleep 200000"));
+    let next = repo.commit("c2");
+    wait_for(
+        "the new commit applied by a poll",
+        Duration::from_secs(20),
+        || agent.status_json()["applied"]["id"] == next.as_str(),
+    );
+}
