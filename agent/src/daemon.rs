@@ -132,7 +132,13 @@ pub struct Agent<E: Engine> {
     /// Polls that find nothing new leave drift to the drift clock (the daemon's loop); one-shot
     /// cycles always check.
     cheap_polls: bool,
+    /// What was last written to the state file (a hash of its lasting part) and when.
+    persisted: Option<(u64, Instant)>,
 }
+
+/// How long the state file may lag behind the state when only clocks moved (the API always
+/// serves the live state; the file is what `tend status` reads while the daemon is down).
+const LAZY_SAVE: Duration = Duration::from_secs(300);
 
 /// Read the host's secret-hash key, creating it (32 random bytes, 0600) the first time.
 pub fn secret_hash_key(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
@@ -240,6 +246,7 @@ impl<E: Engine> Agent<E> {
             net,
             drift_checked: None,
             cheap_polls: false,
+            persisted: None,
         })
     }
 
@@ -550,7 +557,7 @@ impl<E: Engine> Agent<E> {
         self.state.last_cycle = Some(state::now());
         self.state.last_cycle_us = Some(started.elapsed().as_micros() as u64);
         self.net.finish(&mut self.state);
-        self.save(&mut report);
+        self.publish(&mut report);
         // Outcomes recorded by this cycle go to metrics and hooks.
         crate::events::cycle_finished(
             &self.state,
@@ -1202,15 +1209,39 @@ impl<E: Engine> Agent<E> {
         }
     }
 
+    /// Write the state file now (and show the state to the API).
     fn save(&mut self, report: &mut Report) {
+        self.show_api();
+        match self.state.save(&self.cfg.state_file()) {
+            Ok(()) => self.persisted = Some((self.state.lasting_hash(), Instant::now())),
+            Err(e) => {
+                log::error!("{e}");
+                report.problems.push(("state".into(), e.to_string()));
+            }
+        }
+    }
+
+    /// The end of a cycle: the API sees the state at once; the file is written when something
+    /// lasting changed, or every [`LAZY_SAVE`] when only clocks moved (a poll every 10 s would
+    /// otherwise rewrite and fsync it 8,640 times a day, on hosts whose storage is often flash).
+    fn publish(&mut self, report: &mut Report) {
+        let due = match self.persisted {
+            Some((hash, at)) => hash != self.state.lasting_hash() || at.elapsed() >= LAZY_SAVE,
+            None => true,
+        };
+        if due {
+            self.save(report);
+        } else {
+            self.show_api();
+        }
+    }
+
+    /// The API serves this state from now on.
+    fn show_api(&self) {
         if let Some(shared) = &self.shared {
             if let Ok(mut s) = shared.lock() {
                 *s = self.state.clone();
             }
-        }
-        if let Err(e) = self.state.save(&self.cfg.state_file()) {
-            log::error!("{e}");
-            report.problems.push(("state".into(), e.to_string()));
         }
     }
 
@@ -1299,10 +1330,15 @@ impl<E: Engine> Agent<E> {
                         continue;
                     }
                 }
-                _ = term.recv() => { log::info!("SIGTERM: stopping"); crate::notify::stopping(); return Ok(()); }
-                _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: stopping"); crate::notify::stopping(); return Ok(()); }
+                _ = term.recv() => { log::info!("SIGTERM: stopping"); break; }
+                _ = tokio::signal::ctrl_c() => { log::info!("SIGINT: stopping"); break; }
             }
         }
+        crate::notify::stopping();
+        // What only the clocks changed since the last write is kept too.
+        let mut report = Report::default();
+        self.save(&mut report);
+        Ok(())
     }
 }
 

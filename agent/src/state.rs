@@ -407,6 +407,49 @@ impl State {
         Ok(())
     }
 
+    /// A hash of what lasts in the state: everything but the clocks (when things were last
+    /// attempted, how long they took, containers' "Up 5 minutes"). Two states with the same
+    /// hash differ only in what the next cycle will write anyway.
+    pub fn lasting_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut v = serde_json::to_value(self).expect("state always serialises");
+        let blank = |v: &mut serde_json::Value, keys: &[&str]| {
+            if let Some(o) = v.as_object_mut() {
+                for k in keys {
+                    o.remove(*k);
+                }
+            }
+        };
+        let each = |v: &mut serde_json::Value, list: &str, keys: &[&str]| {
+            for item in v.get_mut(list).and_then(|l| l.as_array_mut()).into_iter().flatten() {
+                blank(item, keys);
+            }
+        };
+        blank(&mut v, &["last_cycle", "last_cycle_us"]);
+        // Which steps the last cycle ran alternates (polls, drift checks); failures last.
+        if let Some(steps) = v.get_mut("steps").and_then(|l| l.as_array_mut()) {
+            steps.retain(|s| s["ok"] == false);
+        }
+        each(&mut v, "steps", &["duration_us"]);
+        each(&mut v, "containers", &["status"]);
+        for key in ["last_error", "diff"] {
+            if let Some(inner) = v.get_mut(key) {
+                blank(inner, &["at"]);
+            }
+        }
+        if let Some(src) = v.get_mut("source") {
+            blank(src, &["last_attempt", "last_success", "next_poll"]);
+            each(
+                src,
+                "sources",
+                &["last_attempt", "last_contact", "next_attempt", "last_duration_ms"],
+            );
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        v.to_string().hash(&mut h);
+        h.finish()
+    }
+
     /// Add a history entry, newest first, keeping [`HISTORY_LEN`].
     pub fn record(&mut self, entry: HistoryEntry) {
         self.history.push_front(entry);
@@ -494,6 +537,48 @@ mod tests {
         let back = State::load(&path).expect("load");
         assert_eq!(back, s);
         assert!(!path.with_extension("json.tmp").exists());
+    }
+
+    #[test]
+    fn only_clocks_leave_the_lasting_hash_alone() {
+        let mut s = State::default();
+        s.containers.push(ContainerStatus {
+            service: "web".into(),
+            name: "p-web-1".into(),
+            id: "abc".into(),
+            state: "running".into(),
+            status: "Up 5 seconds".into(),
+            image: "nginx".into(),
+            note: None,
+        });
+        s.source.sources.push(RemoteStatus::default());
+        let h = s.lasting_hash();
+        s.last_cycle = Some(5);
+        s.last_cycle_us = Some(900);
+        s.source.last_attempt = Some(5);
+        s.source.last_success = Some(5);
+        s.source.sources[0].last_contact = Some(5);
+        s.source.sources[0].last_duration_ms = Some(12);
+        s.containers[0].status = "Up 6 minutes".into();
+        s.steps = vec![StepCondition {
+            step: "fetch".into(),
+            ok: true,
+            message: None,
+            duration_us: Some(4),
+        }];
+        assert_eq!(s.lasting_hash(), h, "only clocks moved");
+        s.steps[0].ok = false;
+        s.steps[0].message = Some("unreachable".into());
+        assert_ne!(s.lasting_hash(), h, "a step failed");
+        s.steps.clear();
+        s.containers[0].state = "exited (1)".into();
+        assert_ne!(s.lasting_hash(), h, "a container changed");
+        s.containers[0].state = "running".into();
+        s.source.remote_tip = Some("abc".into());
+        assert_ne!(s.lasting_hash(), h, "a new tip");
+        s.source.remote_tip = None;
+        s.source.sources[0].failures = 1;
+        assert_ne!(s.lasting_hash(), h, "a source failed");
     }
 
     #[test]

@@ -159,6 +159,14 @@ fn polls_that_find_nothing_new_leave_drift_to_the_drift_clock() {
         agent.status_json()["applied"]["id"] == head.as_str()
     });
     // Over 12 s: polls every second that only fetch, and drift checks (observe, plan) every 4 s.
+    std::thread::sleep(Duration::from_secs(2));
+    let file = agent.dir.path().join("state/state.json");
+    let mtime = || {
+        std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .expect("state file")
+    };
+    let written = mtime();
     let (mut polls, mut checks) = (0, 0);
     let mut last = Vec::new();
     let start = Instant::now();
@@ -182,6 +190,18 @@ fn polls_that_find_nothing_new_leave_drift_to_the_drift_clock() {
         checks >= 2,
         "the drift clock stopped ({polls} polls, {checks} drift checks)"
     );
+    // Only clocks moved: the API is live, the state file was not rewritten for each cycle.
+    assert_eq!(
+        mtime(),
+        written,
+        "state.json rewritten although nothing lasting changed"
+    );
+    let live = agent.status_json()["last_cycle"]
+        .as_i64()
+        .expect("last_cycle");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    assert!(saved["last_cycle"].as_i64().expect("saved last_cycle") < live);
 
     // A new commit is still applied at the next poll, whatever the drift clock says.
     repo.write("compose.yaml", &two_services("sleep 200000"));
@@ -191,4 +211,17 @@ fn polls_that_find_nothing_new_leave_drift_to_the_drift_clock() {
         Duration::from_secs(20),
         || agent.status_json()["applied"]["id"] == next.as_str(),
     );
+    // A change is written at once.
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    assert_eq!(saved["applied"]["id"], next.as_str());
+
+    // Stopping writes the clocks too.
+    let live = agent.status_json()["last_cycle"]
+        .as_i64()
+        .expect("last_cycle");
+    drop(_d);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    assert!(saved["last_cycle"].as_i64().expect("saved last_cycle") >= live);
 }
