@@ -1059,9 +1059,19 @@ impl<E: Engine> Agent<E> {
         let deadline = Instant::now() + timeout;
         let mut baseline: BTreeMap<String, i64> = BTreeMap::new();
         let mut stable_since: Option<Instant> = None;
+        let units: Vec<String> = self.state.units_owned.keys().cloned().collect();
         loop {
             if let Some(u) = self.state.units.iter().find(|u| u.active == "failed") {
                 return Err(format!("unit {} failed", u.name));
+            }
+            // Units as they are now (one D-Bus call): a service that starts, then dies a few
+            // seconds later, fails the gate like a container that does.
+            if let (false, Some(mgr)) = (units.is_empty(), self.units_mgr.as_ref()) {
+                use crate::systemd::UnitManager;
+                let now = mgr.observe(&units).await.map_err(|e| e.to_string())?;
+                if let Some(u) = now.iter().find(|u| u.active_state == "failed") {
+                    return Err(format!("unit {} failed", u.name));
+                }
             }
             let mut waiting_for = None;
             for spec in desired.services.values() {
@@ -1148,13 +1158,38 @@ impl<E: Engine> Agent<E> {
                 return;
             }
         };
+        // Everything the bad revision changed goes back: the files its containers mount (the
+        // good revision's were cleaned up after the apply), secrets, host files, units, then
+        // containers.
+        let put_back = tokio::task::block_in_place(|| {
+            let tree = self.repo.tree(prev).map_err(|e| e.to_string())?;
+            files::materialize(&tree, &restored.files, &self.cfg.files_dir()).map_err(|e| e.to_string())
+        });
+        if let Err(e) = put_back {
+            report
+                .problems
+                .push(("health".into(), format!("rollback to {}: {e}", short(prev))));
+        }
+        let changed_secrets = crate::secretfs::deliver(&restored, &self.roots()).unwrap_or_default();
+        if !restored.host_files.is_empty() || !self.state.files_owned.is_empty() {
+            let mut owned = self.state.files_owned.clone();
+            let synced = crate::hostfiles::sync(&self.cfg.files.root, &restored.host_files, &mut owned);
+            self.state.files_owned = owned;
+            if let Err(e) = synced {
+                report
+                    .problems
+                    .push(("health".into(), format!("rollback to {}: {e}", short(prev))));
+            }
+        }
+        // Not a new revision: a unit plan that fails is reported, never a refusal.
+        self.reconcile_units(&restored, &changed_secrets, prev, false, started, report)
+            .await;
         let outcome = async {
             let observed = self.engine.observe().await.map_err(|e| e.to_string())?;
             let plan = plan::plan(&restored, &observed, &self.state.specs);
             let opts = apply::Options {
                 dependency_timeout: self.cfg.apply.timeout,
             };
-            let _ = crate::secretfs::deliver(&restored, &self.roots());
             apply::apply(&self.engine, &restored, &plan, prev, &opts)
                 .await
                 .map_err(|f| format!("{}: {}", describe(&f.step.action), f.error))?;

@@ -100,6 +100,50 @@ fn an_unhealthy_revision_is_rolled_back_and_not_retried() {
 }
 
 #[test]
+fn a_rollback_restores_the_files_its_containers_mount() {
+    let image = &testbed().image;
+    let compose = |health: &str| {
+        format!(
+            "services:\n  web:\n    image: {image}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n    \
+             volumes: [\"./site/index.html:/www/index.html:ro\"]\n    healthcheck:\n      test: {health}\n      \
+             interval: 1s\n      retries: 2\n"
+        )
+    };
+    let repo = GitRepo::new("rollfiles");
+    repo.write("compose.yaml", &compose(HEALTHY));
+    repo.write("site/index.html", "site v1\n");
+    let good = repo.commit("site v1");
+    let agent = Agent::new(&repo.http_url(), "");
+    set_config(&agent, |c| {
+        c.replace("health_timeout = \"60s\"", "health_timeout = \"15s\"")
+    });
+    agent.run_once_ok();
+    let page = || {
+        run_ok(Command::new("docker").args([
+            "exec",
+            &agent.container("web"),
+            "cat",
+            "/www/index.html",
+        ]))
+    };
+    assert_eq!(page(), "site v1\n");
+
+    // v2 changes the page and breaks the healthcheck: rolled back, v1's page served again.
+    repo.write("compose.yaml", &compose(SICK));
+    repo.write("site/index.html", "site v2\n");
+    repo.commit("site v2, broken");
+    assert!(!agent.run_once().status.success());
+    let st = agent.status_json();
+    assert_eq!(st["applied"]["id"], good.as_str());
+    assert_eq!(st["history"][0]["outcome"], "rolled-back", "{st}");
+    assert_eq!(
+        page(),
+        "site v1\n",
+        "the rolled-back container mounts the good revision's file"
+    );
+}
+
+#[test]
 fn a_revision_that_changes_nothing_here_is_not_held_for_the_settle_window() {
     let repo = GitRepo::new("settle");
     repo.write("compose.yaml", &web(HEALTHY, "sleep 100000"));

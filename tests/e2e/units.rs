@@ -217,3 +217,54 @@ fn units_read_secrets_from_tmpfs() {
     assert_ne!(node.prop("reader.service", "InvocationID"), id);
     assert_eq!(node.sh("cat /run/seen"), "unit-secret-8e3\n");
 }
+
+#[test]
+fn a_unit_that_dies_after_starting_rolls_the_revision_back_units_included() {
+    let node = Node::start("e2e-unitgate");
+    let repo = GitRepo::new("unitgate");
+    let unit = |body: &str| {
+        format!("[Unit]\nDescription=gated\n[Service]\nExecStart=/bin/sh -c '{body}'\n[Install]\nWantedBy=multi-user.target\n")
+    };
+    repo.write(
+        "units/gated.service",
+        &unit("echo gated-v1; exec sleep infinity"),
+    );
+    let good = repo.commit("gated v1");
+    let agent = agent_for(&repo, &node, "");
+    // Long enough a settle window for the unit below to die within it.
+    let cfg = std::fs::read_to_string(&agent.config).expect("config");
+    std::fs::write(
+        &agent.config,
+        cfg.replace("settle = \"1s\"", "settle = \"6s\""),
+    )
+    .expect("config");
+    agent.run_once_ok();
+    assert_eq!(node.prop("gated.service", "ActiveState"), "active");
+
+    // v2 starts fine (its start job succeeds), then exits 3 after two seconds.
+    repo.write(
+        "units/gated.service",
+        &unit("echo gated-v2; sleep 2; exit 3"),
+    );
+    let bad = repo.commit("gated v2 dies");
+    let out = agent.run_once();
+    assert!(
+        !out.status.success(),
+        "a revision whose unit dies must fail its gate"
+    );
+    let st = agent.status_json();
+    assert_eq!(st["applied"]["id"], good.as_str(), "{st}");
+    assert_eq!(st["bad"]["id"], bad.as_str(), "{st}");
+    assert!(
+        st["bad"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("gated.service")),
+        "{st}"
+    );
+    assert_eq!(st["history"][0]["outcome"], "rolled-back", "{st}");
+    // The rollback put v1's unit file back and started it again.
+    assert!(node
+        .sh("cat /etc/systemd/system/gated.service")
+        .contains("gated-v1"));
+    assert_eq!(node.prop("gated.service", "ActiveState"), "active");
+}
