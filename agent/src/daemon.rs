@@ -415,6 +415,11 @@ impl<E: Engine> Agent<E> {
             let polled = tokio::task::block_in_place(|| net.poll(repo, state, applied.as_deref(), &check));
             report.took("fetch", t.elapsed());
             report.problems.extend(polled.problems);
+            if polled.wrote_objects {
+                if let Err(e) = self.repo.refresh() {
+                    report.problems.push(("fetch".into(), e.to_string()));
+                }
+            }
             tip = polled.tip;
         }
 

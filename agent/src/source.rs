@@ -120,7 +120,7 @@ pub fn fetch(
         url: redact(url),
         message: one_line(&chain(e)),
     };
-    let mut repo = gix::open_opts(repo_path, gix::open::Options::isolated()).map_err(|e| repo_err(repo_path, e))?;
+    let mut repo = open_repo(repo_path)?;
     {
         let mut config = repo.config_snapshot_mut();
         let mut set = |key: &str, value: &str| {
@@ -301,6 +301,20 @@ pub struct Repo {
     path: PathBuf,
 }
 
+/// Open a repository the way tend reads and writes it.
+///
+/// gix sizes its table of pack indices once, when a repository is opened (by default 10% above
+/// the packs on disk, at least 32), and cannot load more later. Every fetch adds a pack, so a
+/// handle kept open by the daemon would stop finding new commits after a few dozen fetches:
+/// handles get ample room here, and [`Repo::refresh`] reopens after objects were written.
+fn open_repo(path: &Path) -> Result<gix::Repository, Error> {
+    let slots = gix::odb::store::init::Slots::AsNeededByDiskState {
+        multiplier: 2.0,
+        minimum: 256,
+    };
+    gix::open_opts(path, gix::open::Options::isolated().object_store_slots(slots)).map_err(|e| repo_err(path, e))
+}
+
 fn repo_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Repo {
         path: path.to_owned(),
@@ -316,10 +330,11 @@ impl Repo {
     /// Open the bare repository at `path`, creating it when missing.
     pub fn open_or_init(path: &Path) -> Result<Repo, Error> {
         let repo = if path.join("HEAD").exists() {
-            gix::open_opts(path, gix::open::Options::isolated()).map_err(|e| repo_err(path, e))?
+            open_repo(path)?
         } else {
             std::fs::create_dir_all(path).map_err(|e| repo_err(path, e))?;
-            gix::init_bare(path).map_err(|e| repo_err(path, e))?
+            gix::init_bare(path).map_err(|e| repo_err(path, e))?;
+            open_repo(path)?
         };
         Ok(Repo {
             repo,
@@ -329,7 +344,7 @@ impl Repo {
 
     /// Open an existing repository (bare or not) for reading, e.g. for `tend verify --repo`.
     pub fn open(path: &Path) -> Result<Repo, Error> {
-        let repo = gix::open_opts(path, gix::open::Options::isolated()).map_err(|e| repo_err(path, e))?;
+        let repo = open_repo(path)?;
         Ok(Repo {
             repo,
             path: path.to_owned(),
@@ -339,6 +354,13 @@ impl Repo {
     /// The repository's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Reopen the repository, after fetches or bundle imports wrote packs, so that this handle
+    /// keeps room for the packs still to come (see [`open_repo`]).
+    pub fn refresh(&mut self) -> Result<(), Error> {
+        self.repo = open_repo(&self.path)?;
+        Ok(())
     }
 
     /// Fetch `branch` from `url` into [`FETCHED_REF`] and return the branch tip, with default
@@ -356,6 +378,9 @@ impl Repo {
             &transport,
             &AtomicBool::new(false),
         )?;
+        if fetched.pack {
+            self.refresh()?;
+        }
         Ok(fetched.tip)
     }
 

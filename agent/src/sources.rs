@@ -39,6 +39,9 @@ pub struct Polled {
     pub tip: Option<String>,
     /// `(step, message)` problems met on the way (failed sources, refused bundles).
     pub problems: Vec<(String, String)>,
+    /// Objects were written to the local repository (a pack fetched, a bundle imported): the
+    /// caller's long-lived handle should [`Repo::refresh`].
+    pub wrote_objects: bool,
 }
 
 /// A fetch still running on its own thread.
@@ -270,7 +273,7 @@ impl Sources {
         let mut polled = Polled::default();
         let only = self.import_only.take();
         let offline = only.is_some();
-        if let Some(tip) = self.poll_bundles(repo, state, applied, check, only, &mut polled.problems) {
+        if let Some(tip) = self.poll_bundles(repo, state, applied, check, only, &mut polled) {
             polled.tip = Some(tip);
             return polled;
         }
@@ -295,14 +298,16 @@ impl Sources {
         applied: Option<&str>,
         check: &dyn Fn(&str) -> Result<(), String>,
         only: Option<PathBuf>,
-        problems: &mut Vec<(String, String)>,
+        polled: &mut Polled,
     ) -> Option<String> {
         let explicit = only.is_some();
         let files: Vec<(PathBuf, std::fs::Metadata)> = match only {
             Some(p) => match std::fs::metadata(&p) {
                 Ok(m) => vec![(p, m)],
                 Err(e) => {
-                    problems.push(("bundle".into(), format!("bundle {}: {e}", p.display())));
+                    polled
+                        .problems
+                        .push(("bundle".into(), format!("bundle {}: {e}", p.display())));
                     return None;
                 }
             },
@@ -346,9 +351,10 @@ impl Sources {
                     let msg = e.to_string();
                     let prefix = format!("bundle {file}: ");
                     record.reason = Some(msg.strip_prefix(&prefix).unwrap_or(&msg).to_owned());
-                    problems.push(("bundle".into(), msg));
+                    polled.problems.push(("bundle".into(), msg));
                 }
                 Ok(imported) => {
+                    polled.wrote_objects = true;
                     let tip = imported.tip;
                     record.commit = Some(tip.clone());
                     let contained = match applied {
@@ -384,7 +390,7 @@ impl Sources {
                                 let msg = format!("bundle {file}: commit {} refused: {reason}", short(&tip));
                                 log::error!("{msg}; the file is left as it is");
                                 record.reason = Some(format!("commit {} refused: {reason}", short(&tip)));
-                                problems.push(("verify".into(), msg));
+                                polled.problems.push(("verify".into(), msg));
                             }
                         }
                     }
@@ -475,6 +481,7 @@ impl Sources {
                     st.last_error = None;
                     st.tip = Some(fetched.tip.clone());
                     st.pack = fetched.pack;
+                    polled.wrote_objects |= fetched.pack;
                     let verdict = if applied == Some(fetched.tip.as_str()) {
                         Ok(())
                     } else {

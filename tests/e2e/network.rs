@@ -757,3 +757,33 @@ fn bundles_apply_with_the_network_down_and_bad_ones_are_refused_untouched() {
     });
     assert_repo_sound(&agent);
 }
+
+/// gix sizes a repository handle's table of pack indices when it opens it, and every fetch adds
+/// a pack: a daemon's long-lived handle must still read the 300th fetched commit.
+#[test]
+fn a_long_lived_repository_handle_reads_every_fetched_commit() {
+    let repo = GitRepo::new("manypacks");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut local = tend::source::Repo::open_or_init(&dir.path().join("repo.git")).expect("init");
+    let ssh = tend::source::SshOptions::default();
+    for i in 0..300 {
+        repo.write("value.txt", &format!("{i}\n"));
+        let head = repo.commit(&format!("change {i}"));
+        let tip = local
+            .fetch(&repo.http_url(), "main", &ssh)
+            .unwrap_or_else(|e| panic!("fetch {i}: {e}"));
+        assert_eq!(tip, head);
+        let info = local
+            .commit_info(&tip)
+            .unwrap_or_else(|e| panic!("fetch {i}: the fetched commit cannot be read: {e}"));
+        assert_eq!(info.subject, format!("change {i}"));
+    }
+    let packs = std::fs::read_dir(dir.path().join("repo.git/objects/pack"))
+        .expect("pack dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "idx"))
+        })
+        .count();
+    assert!(packs >= 300, "one pack per fetch expected, found {packs}");
+}
