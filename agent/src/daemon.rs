@@ -183,7 +183,7 @@ fn verify_commit(
         cfg.trust.require,
         approved.as_deref().filter(|a| *a == tip),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| crate::source::error_chain(&e))?;
     Ok(Some(verdict.signer))
 }
 

@@ -118,7 +118,7 @@ pub fn fetch(
 ) -> Result<Fetched, Error> {
     let fetch_err = |e: &dyn std::error::Error| Error::Fetch {
         url: redact(url),
-        message: one_line(&chain(e)),
+        message: one_line(&error_chain(e)),
     };
     let mut repo = open_repo(repo_path)?;
     {
@@ -261,7 +261,7 @@ fn http_options(repo: &gix::Repository, url: &str, transport: &Transport) -> Res
 }
 
 /// An error and its causes, `outer: inner: root`, without repeats or empty wrappers.
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current = Some(e);
     while let Some(err) = current {
