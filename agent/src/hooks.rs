@@ -234,23 +234,12 @@ fn post(client: &reqwest::blocking::Client, url: &str, event: &Event) -> Result<
         .header("Content-Type", "application/json")
         .body(body)
         .send()
-        .map_err(|e| one_line(&e))?;
+        .map_err(|e| crate::source::error_chain(&e))?;
     if resp.status().is_success() {
         Ok(())
     } else {
         Err(format!("server answered {}", resp.status()))
     }
-}
-
-fn one_line(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Run the hook command with the event as JSON on stdin and as `TEND_*` environment variables;
