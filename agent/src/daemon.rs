@@ -136,6 +136,10 @@ pub struct Agent<E: Engine> {
     persisted: Option<(u64, Instant)>,
 }
 
+/// How many packs the local repository may collect (one per fetch) before they are rewritten
+/// into one.
+const CONSOLIDATE_AT: usize = 32;
+
 /// How long the state file may lag behind the state when only clocks moved (the API always
 /// serves the live state; the file is what `tend status` reads while the daemon is down).
 const LAZY_SAVE: Duration = Duration::from_secs(300);
@@ -416,6 +420,22 @@ impl<E: Engine> Agent<E> {
             report.took("fetch", t.elapsed());
             report.problems.extend(polled.problems);
             if polled.wrote_objects {
+                // One pack per fetch adds up: past a few dozen, they are rewritten into one.
+                if !self.net.fetch_running() {
+                    let path = self.repo.path().to_owned();
+                    match tokio::task::block_in_place(|| crate::repack::consolidate(&path, CONSOLIDATE_AT)) {
+                        Ok(Some(c)) => log::info!(
+                            step = "fetch";
+                            "repository: {} packs ({} KiB) rewritten into one ({} objects, {} KiB)",
+                            c.packs,
+                            c.bytes_before / 1024,
+                            c.objects,
+                            c.bytes_after / 1024
+                        ),
+                        Ok(None) => {}
+                        Err(e) => log::warn!("{e}"),
+                    }
+                }
                 if let Err(e) = self.repo.refresh() {
                     report.problems.push(("fetch".into(), e.to_string()));
                 }

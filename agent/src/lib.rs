@@ -21,6 +21,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod plan;
+pub mod repack;
 pub mod secretfs;
 pub mod secrets;
 pub mod source;

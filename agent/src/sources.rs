@@ -606,6 +606,11 @@ impl Sources {
         }
     }
 
+    /// Whether a fetch that outlived its poll is still running (it may be writing a pack).
+    pub fn fetch_running(&self) -> bool {
+        self.remotes.iter().any(|r| r.job.is_some())
+    }
+
     /// End of a cycle: settle the outcome of this cycle's bundle, remove handled spool files,
     /// and arrange the next early poll (a source due again before the next poll, more bundles).
     pub fn finish(&mut self, state: &mut State) {

@@ -786,4 +786,42 @@ fn a_long_lived_repository_handle_reads_every_fetched_commit() {
         })
         .count();
     assert!(packs >= 300, "one pack per fetch expected, found {packs}");
+
+    // Rewritten into one pack: git finds the repository sound, every commit still reads, and
+    // fetching goes on from there.
+    let path = dir.path().join("repo.git");
+    let done = tend::repack::consolidate(&path, 32)
+        .expect("consolidate")
+        .expect("300 packs are consolidated");
+    assert_eq!(done.packs, packs);
+    assert_eq!(tend::repack::pack_indices(&path).len(), 1);
+    run_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(&path)
+            .args(["fsck", "--strict", "--no-dangling"]),
+    );
+    local.refresh().expect("refresh");
+    let log = run_ok(Command::new("git").arg("-C").arg(&path).args([
+        "rev-list",
+        "--count",
+        "refs/tend/fetched",
+    ]));
+    assert_eq!(log.trim(), "300");
+    repo.write("value.txt", "after\n");
+    let head = repo.commit("after the repack");
+    assert_eq!(
+        local.fetch(&repo.http_url(), "main", &ssh).expect("fetch"),
+        head
+    );
+    assert_eq!(
+        local.commit_info(&head).expect("read").subject,
+        "after the repack"
+    );
+    assert!(
+        tend::repack::consolidate(&path, 32)
+            .expect("consolidate")
+            .is_none(),
+        "2 packs: nothing to do"
+    );
 }
