@@ -41,6 +41,7 @@ command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v ip >/dev/null || need+=(iproute2)      # network namespaces for the network-fault tests
 command -v nft >/dev/null || need+=(nftables)     # packet loss (this kernel has no netem)
+[ -x /usr/bin/time ] || need+=(time)              # GNU time: peak RSS in benches/bench.py
 docker_ok() { docker info >/dev/null 2>&1; }
 if ! docker_ok && ! command -v dockerd >/dev/null; then need+=(docker.io); fi
 if [ ${#need[@]} -gt 0 ]; then

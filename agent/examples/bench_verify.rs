@@ -140,6 +140,7 @@ fn main() {
     println!("{} commits loaded into memory", commits.len());
     let src = Mem(commits);
 
+    let mut json = serde_json::Map::new();
     println!("\nverify_commit, {iterations} iterations each:");
     for name in [
         "ssh_ed25519",
@@ -161,6 +162,10 @@ fn main() {
                 ok += 1;
             }
         }
+        json.insert(
+            format!("{name}_us"),
+            serde_json::json!(t.elapsed().as_secs_f64() * 1e6 / f64::from(iterations)),
+        );
         println!(
             "  {name:<14} {:>10} per commit ({})",
             per_iter(t.elapsed(), iterations),
@@ -180,6 +185,10 @@ fn main() {
             assert_eq!(v.checked_commits, chain as usize);
         }
         times.sort();
+        json.insert(
+            format!("chain_{kind}_ms"),
+            serde_json::json!(times[2].as_secs_f64() * 1e3),
+        );
         println!(
             "  {kind}: median {:.1} ms, min {:.1} ms ({} commits verified)",
             times[2].as_secs_f64() * 1e3,
@@ -187,6 +196,9 @@ fn main() {
             chain
         );
     }
+
+    json.insert("chain".into(), serde_json::json!(chain));
+    println!("json: {}", serde_json::Value::Object(json));
 
     println!("\nverdicts for the fixture commits:");
     let mut names: Vec<&String> = manifest

@@ -105,7 +105,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let names = units_to_observe(&desired, &owned);
     let mut warm = Vec::new();
     let mut cold = Vec::new();
+    // Per-unit processes (nsenter + systemctl show), interleaved with the D-Bus checks.
+    let nsenter_rounds = 3.min(iterations).max(1);
+    let mut nsenter = Vec::new();
     for i in 0..iterations + 3 {
+        if i >= 3 && nsenter.len() < nsenter_rounds {
+            let t = Instant::now();
+            for n in &names {
+                let out = Command::new("nsenter")
+                    .args(["-t", &pid.to_string(), "-m", "-p", "systemctl", "show"])
+                    .args(["-p", "ActiveState,SubState,UnitFileState", n])
+                    .output()?;
+                if !String::from_utf8_lossy(&out.stdout).contains("ActiveState=active") {
+                    return Err(format!("nsenter systemctl show {n}: unexpected output").into());
+                }
+            }
+            nsenter.push(t.elapsed());
+        }
         for (mgr, out) in [(&mgr, &mut warm), (&cold_mgr, &mut cold)] {
             let t = Instant::now();
             let observed = observe(mgr, &files, &names).await?;
@@ -124,22 +140,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    // Per-unit processes: nsenter + systemctl show.
-    let nsenter_rounds = 3.min(iterations).max(1);
-    let mut nsenter = Vec::new();
-    for _ in 0..nsenter_rounds {
-        let t = Instant::now();
-        for n in &names {
-            let out = Command::new("nsenter")
-                .args(["-t", &pid.to_string(), "-m", "-p", "systemctl", "show"])
-                .args(["-p", "ActiveState,SubState,UnitFileState", n])
-                .output()?;
-            if !String::from_utf8_lossy(&out.stdout).contains("ActiveState=active") {
-                return Err(format!("nsenter systemctl show {n}: unexpected output").into());
-            }
-        }
-        nsenter.push(t.elapsed());
-    }
     // And one round of docker exec.
     let t = Instant::now();
     for n in &names {
@@ -182,6 +182,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         nmed.as_secs_f64() / wmed.as_secs_f64(),
         nmed.as_secs_f64() / cmed.as_secs_f64(),
         docker.as_secs_f64() / wmed.as_secs_f64()
+    );
+    println!(
+        "json: {}",
+        serde_json::json!({
+            "units": units,
+            "iterations": iterations,
+            "steady_ms": {"min": ms(wmin), "median": ms(wmed), "p95": ms(wp95)},
+            "cold_ms": {"min": ms(cmin), "median": ms(cmed), "p95": ms(cp95)},
+            "nsenter_ms": {"min": ms(nmin), "median": ms(nmed), "rounds": nsenter_rounds},
+            "docker_exec_ms": ms(docker),
+        })
     );
     Ok(())
 }
