@@ -1381,6 +1381,7 @@ impl<E: Engine> Agent<E> {
                             "ok": report.problems.is_empty(),
                             "changes": report.changes,
                             "steps": self.state.steps,
+                            "cycle_us": self.state.last_cycle_us,
                             "applied": self.state.applied.as_ref().map(|a| a.commit.id.clone()),
                             "problems": report.problems.iter().map(|(s, m)| format!("{s}: {m}")).collect::<Vec<_>>(),
                         });

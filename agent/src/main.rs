@@ -172,7 +172,11 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
                     s["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default()
                 );
             }
-            println!("{} change(s) applied", v["changes"].as_u64().unwrap_or(0));
+            let took = v["cycle_us"]
+                .as_u64()
+                .map(|us| format!(" in a {} cycle", cli::micros(us)))
+                .unwrap_or_default();
+            println!("{} change(s) applied{took}", v["changes"].as_u64().unwrap_or(0));
             if v["ok"] == true {
                 Ok(ExitCode::SUCCESS)
             } else {
