@@ -97,9 +97,26 @@ def fmt_ms(s, unit="ms"):
     return f"{s['median_' + unit]:,} {unit} ({s['min_' + unit]:,}..{s['max_' + unit]:,})"
 
 
+SIGNING_KEY = None  # set by signing_key(): commits are then SSH-signed with it
+
+
 def git(repo, *args, **kw):
-    return sh(["git", "-C", repo, "-c", "user.name=bench", "-c", "user.email=bench@example.com",
-               "-c", "commit.gpgsign=false"] + list(args), **kw)
+    sign = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={SIGNING_KEY}", "-c", "commit.gpgsign=true"] \
+        if SIGNING_KEY else ["-c", "commit.gpgsign=false"]
+    return sh(["git", "-C", repo, "-c", "user.name=bench", "-c", "user.email=bench@example.com"] + sign
+              + list(args), **kw)
+
+
+def signing_key(work):
+    """Sign the commits made from now on with a fresh SSH key; the allowed-signers file for it."""
+    global SIGNING_KEY
+    key = os.path.join(work, "signing_ed25519")
+    sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", key])
+    allowed = os.path.join(work, "allowed_signers")
+    with open(allowed, "w") as f:
+        f.write(f"bench@example.com namespaces=\"git\" {open(key + '.pub').read().strip()}\n")
+    SIGNING_KEY = key
+    return allowed
 
 
 def new_repo(path, files, message="bench"):
@@ -144,13 +161,14 @@ def compose_file(n, env=None, version=False):
     return "\n".join(lines) + "\n"
 
 
-def tend_config(d, url, project, extra=""):
+def tend_config(d, url, project, extra="", allowed_signers=None):
     cfg = os.path.join(d, "tend.toml")
     runtime = f"/dev/shm/{os.path.basename(d)}-{os.getpid()}"
+    trust = f'allowed_signers = "{allowed_signers}"' if allowed_signers else "allow_unsigned = true"
     with open(cfg, "w") as f:
         f.write(f'[source]\nurl = "{url}"\npoll_interval = "1h"\n[host]\nproject = "{project}"\n'
                 f'[paths]\nstate = "{d}/state"\nruntime = "{runtime}"\n[apply]\nsettle = "1s"\n'
-                f'[trust]\nallow_unsigned = true\n{extra}')
+                f'[trust]\n{trust}\n{extra}')
     return cfg, runtime
 
 
@@ -486,9 +504,11 @@ def section_latency(ctx):
     n = 3 if quick else 10
     d = os.path.join(work, "latency")
     repo = os.path.join(d, "repo")
+    os.makedirs(d)
+    allowed = signing_key(d)  # signed commits, as on a real host
     head = new_repo(repo, {"compose.yaml": compose_file(n, env={0: "0"})})
     tproj, dproj = f"bl{os.getpid()}", f"bld{os.getpid()}"
-    cfg, runtime = tend_config(d, repo, tproj)
+    cfg, runtime = tend_config(d, repo, tproj, allowed_signers=allowed)
     dc_dir = os.path.join(d, "dc")
     os.makedirs(dc_dir)
     env = compose_env(dproj, n)
@@ -516,9 +536,11 @@ def section_latency(ctx):
             for k, v in step_us(st).items():
                 steps.setdefault(k, []).append(v / 1e6)
         dcs, cs = summary(dc), summary(cycles)
-        return {"services": n, "settle_s": 1, "docker-compose up -d": dcs, "tend cycle": cs,
+        return {"services": n, "settle_s": 1, "signed": True, "docker-compose up -d": dcs, "tend cycle": cs,
                 "tend sync --wait": summary(syncs), "tend steps": {k: summary(v) for k, v in steps.items()}}
     finally:
+        global SIGNING_KEY
+        SIGNING_KEY = None
         daemon.stop()
         cleanup_project(tproj)
         subprocess.run(["docker-compose", "down", "-t", "1"], env=env, cwd=dc_dir, capture_output=True)
@@ -650,6 +672,16 @@ def section_size(ctx):
     return {"bytes": os.path.getsize(stripped), "profile": ctx["profile"]}
 
 
+def slope(points):
+    """Least-squares slope of (x, y) points."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mx, my = sum(p[0] for p in points) / n, sum(p[1] for p in points) / n
+    var = sum((p[0] - mx) ** 2 for p in points)
+    return sum((p[0] - mx) * (p[1] - my) for p in points) / var if var else 0.0
+
+
 def section_soak(ctx):
     """1,000 cycles that each apply a change (an environment value, and every 10th cycle a service
     added or removed), RSS sampled; the growth past the first 100 cycles is what counts."""
@@ -676,7 +708,10 @@ def section_soak(ctx):
     daemon = Daemon(tend, cfg, runtime, os.path.join(d, "tend.log"))
     try:
         daemon.wait_applied(head, 300)
-        samples, failed = [(0, daemon.proc("VmRSS"))], 0
+        def sample(i):
+            return [i, daemon.proc("VmRSS"), daemon.proc("RssAnon"), daemon.proc("RssFile")]
+
+        samples, failed = [sample(0)], 0
         t0 = time.time()
         for i in range(1, cycles + 1):
             with open(os.path.join(repo, "compose.yaml"), "w") as f:
@@ -688,16 +723,23 @@ def section_soak(ctx):
             except RuntimeError:
                 failed += 1
             if i % every == 0:
-                samples.append((i, daemon.proc("VmRSS")))
-                print(f"  soak: {i} cycles, RSS {samples[-1][1] / 1024:.1f} MiB", flush=True)
+                samples.append(sample(i))
+                print(f"  soak: {i} cycles, RSS {samples[-1][1] / 1024:.1f} MiB (anon {samples[-1][2] / 1024:.1f})",
+                      flush=True)
         st = daemon.status()
         applied = (st.get("applied") or {}).get("id") == git(repo, "rev-parse", "HEAD").stdout.strip()
-        warm = [kib for c, kib in samples if c >= min(100, cycles // 2)]
+        # RSS moves up and down by a few hundred KiB (pack mappings come and go with each fetch
+        # and consolidation), so growth is the least-squares line through the samples after
+        # the first 100 cycles (the warm-up: pools, caches), extrapolated to 1,000 cycles.
+        warm = [x for x in samples if x[0] >= min(100, cycles // 2)]
         packs = len([p for p in os.listdir(os.path.join(d, "state", "repo.git", "objects", "pack"))
                      if p.endswith(".pack")]) if os.path.isdir(os.path.join(d, "state", "repo.git")) else None
         return {"cycles": cycles, "failed": failed, "last_applied": applied, "minutes": round((time.time() - t0) / 60, 1),
                 "rss_samples_kib": samples, "rss_start_kib": samples[0][1], "rss_end_kib": samples[-1][1],
-                "growth_after_warmup_kib": warm[-1] - warm[0], "peak_rss_kib": daemon.proc("VmHWM"),
+                "rss_warm_kib": warm[0][1],
+                "growth_per_1000_cycles_kib": round(slope([(x[0], x[1]) for x in warm]) * 1000),
+                "anon_growth_per_1000_cycles_kib": round(slope([(x[0], x[2]) for x in warm]) * 1000),
+                "peak_rss_kib": daemon.proc("VmHWM"),
                 "packs": packs}
     finally:
         daemon.stop()
@@ -719,7 +761,11 @@ def mib(kib):
 
 def table(r):
     q = r.get("quick", False)
-    md = [f"tend {r.get('commit', '?')}, {r.get('machine', '')}; {r.get('date', '')}", "",
+    at = {}
+    for sec, c in r.get("section_commits", {}).items():
+        at.setdefault(c, []).append(sec)
+    built = "; ".join(f"{c} ({', '.join(secs)})" for c, secs in at.items()) if len(at) > 1 else r.get("commit", "?")
+    md = [f"tend {built}; {r.get('machine', '')}; {r.get('date', '')}", "",
           "| benchmark | peer (median, min..max) | tend (median, min..max) | ratio | target | verdict |",
           "|---|---|---|---|---|---|"]
     for x in r.get("noop", []):
@@ -758,8 +804,10 @@ def table(r):
                   f"{verdict(t['bytes'] <= TARGETS['poll_bytes'], q)} |")
     if "latency" in r:
         x = r["latency"]
-        steps = ", ".join(f"{k} {v['median_ms']} ms" for k, v in x["tend steps"].items())
-        md.append(f"| commit to converged, one of {x['services']} services changed (settle {x['settle_s']} s) | "
+        steps = ", ".join(f"{k} {v['median_ms']:.0f} ms" if v["median_ms"] >= 100 else f"{k} {v['median_ms']:.3g} ms"
+                          for k, v in x["tend steps"].items())
+        md.append(f"| commit to converged, one of {x['services']} services changed, signed commits "
+                  f"(settle {x['settle_s']} s) | "
                   f"docker-compose up -d {fmt_ms(x['docker-compose up -d'])} | cycle {fmt_ms(x['tend cycle'])}: "
                   f"{steps} | | | |")
     if "verify" in r:
@@ -800,10 +848,12 @@ def table(r):
                   f"{verdict(x['bytes'] <= TARGETS['binary_mb'] * 1e6, q or x['profile'] != 'release')} |")
     if "soak" in r:
         x = r["soak"]
+        flat = x["growth_per_1000_cycles_kib"] < TARGETS["soak_growth_mib"] * 1024 and x["failed"] == 0
         md.append(f"| soak: {x['cycles']:,} cycles with changes ({x['failed']} failed, {x['minutes']} min) | | "
-                  f"RSS {mib(x['rss_start_kib'])} -> {mib(x['rss_end_kib'])}, growth after warm-up "
-                  f"{mib(x['growth_after_warmup_kib'])}, peak {mib(x['peak_rss_kib'])} | | flat (< 1 MiB growth) | "
-                  f"{verdict(x['growth_after_warmup_kib'] < TARGETS['soak_growth_mib'] * 1024 and x['failed'] == 0, q)} |")
+                  f"RSS {mib(x['rss_start_kib'])} at start, {mib(x['rss_warm_kib'])} after 100 cycles, "
+                  f"{mib(x['rss_end_kib'])} at the end; fitted growth {mib(x['growth_per_1000_cycles_kib'])} "
+                  f"per 1,000 cycles (anon {mib(x['anon_growth_per_1000_cycles_kib'])}); peak "
+                  f"{mib(x['peak_rss_kib'])} | | flat (< 1 MiB per 1,000 cycles) | {verdict(flat, q)} |")
     return "\n".join(md) + "\n"
 
 
@@ -830,7 +880,7 @@ def main():
            "sizes": [3] if quick else [int(n) for n in os.environ.get("BENCH_SIZES", "10,100,300").split(",")]}
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "agent"], capture_output=True,
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "agent"], capture_output=True,
                            text=True).stdout.strip()
     results.update({"quick": quick, "commit": commit + ("+changes" if dirty else ""),
                     "machine": f"{os.cpu_count()} cores, {os.uname().release}", "date": time.strftime("%Y-%m-%d")})

@@ -4,7 +4,7 @@
 //! cargo run --release --example bench_verify [-- ITERATIONS [CHAIN_LEN]]
 //! ```
 //!
-//! Builds (once, cached under target/tmp) the fixture repository plus two
+//! Builds (once, cached under the workspace's target/tmp) the fixture repository plus two
 //! chains of CHAIN_LEN signed commits (SSH ed25519 and OpenPGP ed25519),
 //! loads all commits into memory, then reports:
 //! * trust store load time,
@@ -94,7 +94,9 @@ fn main() {
     let chain: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000);
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join(format!("target/tmp/trust-bench-fixtures-{chain}"));
+    // The workspace's target directory (not agent/target, which nothing ignores).
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("../target"), PathBuf::from);
+    let dir = target.join(format!("tmp/trust-bench-fixtures-{chain}"));
     let t = Instant::now();
     let status = Command::new("bash")
         .arg(root.join("../tests/fixtures/make-trust-fixtures.sh"))
