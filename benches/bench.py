@@ -736,7 +736,7 @@ def section_soak(ctx):
                      if p.endswith(".pack")]) if os.path.isdir(os.path.join(d, "state", "repo.git")) else None
         return {"cycles": cycles, "failed": failed, "last_applied": applied, "minutes": round((time.time() - t0) / 60, 1),
                 "rss_samples_kib": samples, "rss_start_kib": samples[0][1], "rss_end_kib": samples[-1][1],
-                "rss_warm_kib": warm[0][1],
+                "rss_warm_kib": warm[0][1], "warm_cycle": warm[0][0],
                 "growth_per_1000_cycles_kib": round(slope([(x[0], x[1]) for x in warm]) * 1000),
                 "anon_growth_per_1000_cycles_kib": round(slope([(x[0], x[2]) for x in warm]) * 1000),
                 "peak_rss_kib": daemon.proc("VmHWM"),
@@ -850,7 +850,7 @@ def table(r):
         x = r["soak"]
         flat = x["growth_per_1000_cycles_kib"] < TARGETS["soak_growth_mib"] * 1024 and x["failed"] == 0
         md.append(f"| soak: {x['cycles']:,} cycles with changes ({x['failed']} failed, {x['minutes']} min) | | "
-                  f"RSS {mib(x['rss_start_kib'])} at start, {mib(x['rss_warm_kib'])} after 100 cycles, "
+                  f"RSS {mib(x['rss_start_kib'])} at start, {mib(x['rss_warm_kib'])} after {x.get('warm_cycle', 100)} cycles, "
                   f"{mib(x['rss_end_kib'])} at the end; fitted growth {mib(x['growth_per_1000_cycles_kib'])} "
                   f"per 1,000 cycles (anon {mib(x['anon_growth_per_1000_cycles_kib'])}); peak "
                   f"{mib(x['peak_rss_kib'])} | | flat (< 1 MiB per 1,000 cycles) | {verdict(flat, q)} |")
