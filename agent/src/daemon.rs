@@ -652,12 +652,7 @@ impl<E: Engine> Agent<E> {
             self.hold_back_crash_loops(&mut plan, &observed.containers);
         }
         if !desired.files.is_empty() {
-            let root = self.cfg.files_dir();
-            let written = tokio::task::block_in_place(|| {
-                let tree = self.repo.tree(rev).map_err(|e| e.to_string())?;
-                files::materialize(&tree, &desired.files, &root).map_err(|e| e.to_string())
-            });
-            match written {
+            match self.materialize_files(desired, rev) {
                 Ok(n) if n > 0 => log::info!(step = "files"; "materialized {n} repository path(s) for bind mounts"),
                 Ok(_) => {}
                 Err(e) => {
@@ -690,10 +685,7 @@ impl<E: Engine> Agent<E> {
         let apply_started = Instant::now();
         // Changes to the host besides containers: they make the health gate wait to settle.
         let mut host_changes = 0;
-        if !desired.host_files.is_empty() || !self.state.files_owned.is_empty() {
-            let mut owned = self.state.files_owned.clone();
-            let synced = crate::hostfiles::sync(&self.cfg.files.root, &desired.host_files, &mut owned);
-            self.state.files_owned = owned;
+        if let Some(synced) = self.sync_host_files(desired) {
             match synced {
                 Ok(o) => {
                     host_changes += o.written.len() + o.removed.len();
@@ -1186,25 +1178,17 @@ impl<E: Engine> Agent<E> {
         // Everything the bad revision changed goes back: the files its containers mount (the
         // good revision's were cleaned up after the apply), secrets, host files, units, then
         // containers.
-        let put_back = tokio::task::block_in_place(|| {
-            let tree = self.repo.tree(prev).map_err(|e| e.to_string())?;
-            files::materialize(&tree, &restored.files, &self.cfg.files_dir()).map_err(|e| e.to_string())
-        });
-        if let Err(e) = put_back {
+        // Unlike an apply, a rollback goes on past a part that fails: as much as possible back.
+        if let Err(e) = self.materialize_files(&restored, prev) {
             report
                 .problems
                 .push(("health".into(), format!("rollback to {}: {e}", short(prev))));
         }
         let changed_secrets = crate::secretfs::deliver(&restored, &self.roots()).unwrap_or_default();
-        if !restored.host_files.is_empty() || !self.state.files_owned.is_empty() {
-            let mut owned = self.state.files_owned.clone();
-            let synced = crate::hostfiles::sync(&self.cfg.files.root, &restored.host_files, &mut owned);
-            self.state.files_owned = owned;
-            if let Err(e) = synced {
-                report
-                    .problems
-                    .push(("health".into(), format!("rollback to {}: {e}", short(prev))));
-            }
+        if let Some(Err(e)) = self.sync_host_files(&restored) {
+            report
+                .problems
+                .push(("health".into(), format!("rollback to {}: {e}", short(prev))));
         }
         // Not a new revision: a unit plan that fails is reported, never a refusal.
         self.reconcile_units(&restored, &changed_secrets, prev, false, started, report)
@@ -1269,11 +1253,42 @@ impl<E: Engine> Agent<E> {
         }
     }
 
+    /// Put the repository paths `desired`'s containers bind-mount in place, from `rev`'s tree;
+    /// how many were written.
+    fn materialize_files(&self, desired: &Desired, rev: &str) -> Result<usize, String> {
+        let root = self.cfg.files_dir();
+        tokio::task::block_in_place(|| {
+            let tree = self.repo.tree(rev).map_err(|e| e.to_string())?;
+            files::materialize(&tree, &desired.files, &root).map_err(|e| e.to_string())
+        })
+    }
+
+    /// Mirror `desired`'s host files to the host, recording what tend owns; `None` when there
+    /// is nothing declared and nothing owned.
+    fn sync_host_files(
+        &mut self,
+        desired: &Desired,
+    ) -> Option<Result<crate::hostfiles::Outcome, crate::hostfiles::Error>> {
+        if desired.host_files.is_empty() && self.state.files_owned.is_empty() {
+            return None;
+        }
+        let mut owned = self.state.files_owned.clone();
+        let synced = crate::hostfiles::sync(&self.cfg.files.root, &desired.host_files, &mut owned);
+        self.state.files_owned = owned;
+        Some(synced)
+    }
+
     /// Write the state file now (and show the state to the API).
     fn save(&mut self, report: &mut Report) {
+        let hash = self.state.lasting_hash();
+        self.write_state(hash, report);
+    }
+
+    /// [`Agent::save`] with the state's [`State::lasting_hash`] already known.
+    fn write_state(&mut self, hash: u64, report: &mut Report) {
         self.show_api();
         match self.state.save(&self.cfg.state_file()) {
-            Ok(()) => self.persisted = Some((self.state.lasting_hash(), Instant::now())),
+            Ok(()) => self.persisted = Some((hash, Instant::now())),
             Err(e) => {
                 log::error!("{e}");
                 report.problems.push(("state".into(), e.to_string()));
@@ -1285,12 +1300,13 @@ impl<E: Engine> Agent<E> {
     /// lasting changed, or every [`LAZY_SAVE`] when only clocks moved (a poll every 10 s would
     /// otherwise rewrite and fsync it 8,640 times a day, on hosts whose storage is often flash).
     fn publish(&mut self, report: &mut Report) {
+        let hash = self.state.lasting_hash();
         let due = match self.persisted {
-            Some((hash, at)) => hash != self.state.lasting_hash() || at.elapsed() >= LAZY_SAVE,
+            Some((saved, at)) => saved != hash || at.elapsed() >= LAZY_SAVE,
             None => true,
         };
         if due {
-            self.save(report);
+            self.write_state(hash, report);
         } else {
             self.show_api();
         }
