@@ -45,13 +45,25 @@ pub fn plain_config() -> rustls::ClientConfig {
 
 #[cfg(test)]
 mod tests {
+    /// Clones of one configuration share its parts; a configuration built anew does not (each
+    /// build makes its own `key_log`), so this tells "built once" from "built per call".
+    fn same_config(a: &rustls::ClientConfig, b: &rustls::ClientConfig) -> bool {
+        std::ptr::addr_eq(std::sync::Arc::as_ptr(&a.key_log), std::sync::Arc::as_ptr(&b.key_log))
+    }
+
     #[test]
     fn configs_are_built_once_and_shared() {
         let a = super::plain_config();
         let b = super::plain_config();
-        assert!(std::sync::Arc::ptr_eq(a.crypto_provider(), b.crypto_provider()));
+        assert!(same_config(&a, &b), "plain config rebuilt");
         // The machine running the tests has a CA bundle (ca-certificates, a dependency of git).
         let h = super::https_config().expect("the host's trust store loads");
+        let i = super::https_config().expect("the host's trust store loads");
+        assert!(same_config(&h, &i), "HTTPS config rebuilt");
+        assert!(
+            !same_config(&h, &a),
+            "the HTTPS and plain configs are two configurations"
+        );
         assert!(std::sync::Arc::ptr_eq(h.crypto_provider(), a.crypto_provider()));
     }
 }
