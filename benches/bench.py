@@ -431,28 +431,37 @@ def section_fetch(ctx):
     url = f"http://127.0.0.1:{proxy.port}/git/{name}"
     result = {"commits": commits, "refs": refs}
     try:
+        def wire(cmd):
+            """(seconds, peak RSS KiB, bytes both ways) of one run of cmd."""
+            proxy.reset()
+            dt, kib = run_measured(cmd)
+            return dt, kib, sum(proxy.reset())
+
+        def tend_once(tdir, steps):
+            sample = wire([tend, "--config", os.path.join(tdir, "tend.toml"), "run", "--once"])
+            steps.append(step_us(state_of(tdir)).get("fetch", 0) / 1e6)
+            return sample
+
+        def side(samples, bytes_, steps=None):
+            out = {**summary([x[0] for x in samples]), "bytes": bytes_, "peak_rss_kib": max(x[1] for x in samples)}
+            return {**out, "fetch_step": summary(steps)} if steps else out
+
+        git_fetch = ["git", "-C", None, "fetch", "-q", "--no-tags", "origin", "+refs/heads/main:refs/heads/main"]
+
         # First sync: a fresh clone each run.
-        g_first, t_first, t_fetch_step = [], [], []
+        g_first, t_first, t_first_step = [], [], []
         gdir = tdir = None
         for i in range(runs):
             gdir = os.path.join(work, f"gclone{i}")
-            proxy.reset()
-            dt, kib = run_measured(["git", "clone", "-q", "--bare", "--single-branch", "--branch", "main",
-                                    "--no-tags", url, gdir])
-            g_first.append((dt, kib, sum(proxy.reset())))
+            g_first.append(wire(["git", "clone", "-q", "--bare", "--single-branch", "--branch", "main",
+                                 "--no-tags", url, gdir]))
             tdir = os.path.join(work, f"tend{i}")
             os.makedirs(tdir)
-            cfg, _ = tend_config(tdir, url, f"bf{os.getpid()}")
-            dt, kib = run_measured([tend, "--config", cfg, "run", "--once"])
-            t_first.append((dt, kib, sum(proxy.reset())))
-            t_fetch_step.append(step_us(state_of(tdir)).get("fetch", 0) / 1e6)
-        result["first sync"] = {
-            "git clone": {**summary([x[0] for x in g_first]), "bytes": g_first[-1][2],
-                          "peak_rss_kib": max(x[1] for x in g_first)},
-            "tend": {**summary([x[0] for x in t_first]), "bytes": t_first[-1][2],
-                     "peak_rss_kib": max(x[1] for x in t_first), "fetch_step": summary(t_fetch_step)},
-        }
-        cfg = os.path.join(tdir, "tend.toml")
+            tend_config(tdir, url, f"bf{os.getpid()}")
+            t_first.append(tend_once(tdir, t_first_step))
+        result["first sync"] = {"git clone": side(g_first, g_first[-1][2]),
+                                "tend": side(t_first, t_first[-1][2], t_first_step)}
+        git_fetch[2] = gdir
 
         # Incremental: the same new commit (one file changed) fetched by both.
         g_inc, t_inc, t_inc_step = [], [], []
@@ -461,37 +470,22 @@ def section_fetch(ctx):
                 f.write(f"incremental change {i}\n")
             git(pusher, "commit", "-qam", f"incremental {i}")
             git(pusher, "push", "-q", "origin", "main")
-            proxy.reset()
-            dt, kib = run_measured(["git", "-C", gdir, "fetch", "-q", "--no-tags", "origin", "+refs/heads/main:refs/heads/main"])
-            g_inc.append((dt, kib, sum(proxy.reset())))
-            dt, kib = run_measured([tend, "--config", cfg, "run", "--once"])
-            t_inc.append((dt, kib, sum(proxy.reset())))
-            t_inc_step.append(step_us(state_of(tdir)).get("fetch", 0) / 1e6)
+            g_inc.append(wire(git_fetch))
+            t_inc.append(tend_once(tdir, t_inc_step))
         head = git(pusher, "rev-parse", "HEAD").stdout.strip()
         if (state_of(tdir).get("applied") or {}).get("id") != head:
             raise RuntimeError("tend did not apply the last incremental commit")
         gb, tb = statistics.median(x[2] for x in g_inc), statistics.median(x[2] for x in t_inc)
-        result["incremental"] = {
-            "git fetch": {**summary([x[0] for x in g_inc]), "bytes": gb, "peak_rss_kib": max(x[1] for x in g_inc)},
-            "tend": {**summary([x[0] for x in t_inc]), "bytes": tb, "peak_rss_kib": max(x[1] for x in t_inc),
-                     "fetch_step": summary(t_inc_step)},
-            "bytes_ratio": round(tb / gb, 3),
-        }
+        result["incremental"] = {"git fetch": side(g_inc, gb), "tend": side(t_inc, tb, t_inc_step),
+                                 "bytes_ratio": round(tb / gb, 3)}
 
         # No-op poll: nothing new.
         g_noop, t_noop, t_noop_step = [], [], []
         for _ in range(runs):
-            proxy.reset()
-            dt, _ = run_measured(["git", "-C", gdir, "fetch", "-q", "--no-tags", "origin", "+refs/heads/main:refs/heads/main"])
-            g_noop.append((dt, sum(proxy.reset())))
-            dt, _ = run_measured([tend, "--config", cfg, "run", "--once"])
-            t_noop.append((dt, sum(proxy.reset())))
-            t_noop_step.append(step_us(state_of(tdir)).get("fetch", 0) / 1e6)
-        result["no-op poll"] = {
-            "git fetch": {**summary([x[0] for x in g_noop]), "bytes": statistics.median(x[1] for x in g_noop)},
-            "tend": {**summary([x[0] for x in t_noop]), "bytes": statistics.median(x[1] for x in t_noop),
-                     "fetch_step": summary(t_noop_step)},
-        }
+            g_noop.append(wire(git_fetch))
+            t_noop.append(tend_once(tdir, t_noop_step))
+        result["no-op poll"] = {"git fetch": side(g_noop, statistics.median(x[2] for x in g_noop)),
+                                "tend": side(t_noop, statistics.median(x[2] for x in t_noop), t_noop_step)}
         return result
     finally:
         shutil.rmtree(bare, ignore_errors=True)
